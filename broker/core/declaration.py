@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    field_validator,
     model_validator,
 )
 
@@ -199,20 +200,22 @@ class Declaration(Strict):
     items: tuple[GoodsItem, ...] = Field(min_length=1)
     documents: tuple[AdditionalDocument, ...] = ()
 
-    @model_validator(mode="after")
-    def _items_consistent(self) -> Self:
-        if len(self.items) > MAX_GOODS_ITEMS:
+    @field_validator("items")
+    @classmethod
+    def _items_consistent(cls, items: tuple[GoodsItem, ...]) -> tuple[GoodsItem, ...]:
+        if len(items) > MAX_GOODS_ITEMS:
             raise ValueError(
-                f"{len(self.items)} goods items: a declaration holds at most {MAX_GOODS_ITEMS}"
+                f"{len(items)} goods items: a declaration holds at most {MAX_GOODS_ITEMS}"
             )
-        seen: set[int] = set()
-        for index, item in enumerate(self.items):
-            if item.sequence in seen:
+        first_index: dict[int, int] = {}
+        for index, item in enumerate(items):
+            if item.sequence in first_index:
                 raise ValueError(
                     f"items.{index}.sequence: duplicate goods item sequence {item.sequence}"
+                    f" (already used by items.{first_index[item.sequence]})"
                 )
-            seen.add(item.sequence)
-        return self
+            first_index[item.sequence] = index
+        return items
 
     def document_codes(self) -> set[str]:
         codes = {doc.type_code for doc in self.documents}

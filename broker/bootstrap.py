@@ -1,0 +1,140 @@
+"""The composition root: builds the object graph from settings. The CLI, the gateway, the
+benchmark and the tests all go through `open_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from broker.core.codec import Codec
+from broker.core.declaration import now_utc
+from broker.core.rules import RuleBook, load_rules
+from broker.core.topics import Topics
+from broker.runtime.aggregator import AggregatorService
+from broker.runtime.embedded import EmbeddedBroker
+from broker.runtime.kafka import KafkaTransport
+from broker.runtime.memory import MemoryTransport
+from broker.runtime.metrics import Metrics
+from broker.runtime.router import RouterService
+from broker.runtime.transport import Transport
+from broker.settings import Settings
+from connectors.sdk import AgencyConnector, Handler
+from connectors.simulated import SimulatedAgency, SimulationProfile
+
+log = structlog.get_logger("swb")
+
+Clock = Callable[[], datetime]
+ROLES = ("router", "aggregator")
+
+
+@dataclass
+class App:
+    """Everything a process needs, built once. Services are created on demand."""
+
+    settings: Settings
+    transport: Transport
+    codec: Codec
+    rules: RuleBook
+    topics: Topics
+    metrics: Metrics
+    clock: Clock
+    bootstrap_servers: str | None = None
+    embedded: EmbeddedBroker | None = None
+    instance: str = field(default="")
+
+    def router(self) -> RouterService:
+        return RouterService(
+            self.transport, self.codec, self.rules, self.topics, self.metrics, self.clock
+        )
+
+    def aggregator(self) -> AggregatorService:
+        return AggregatorService(
+            self.transport,
+            self.codec,
+            self.topics,
+            self.metrics,
+            self.clock,
+            deadline_check_interval_s=self.settings.deadline_check_interval_s,
+        )
+
+    def connector(self, agency: str, handler: Handler) -> AgencyConnector:
+        return AgencyConnector(agency, handler, self.transport, self.codec, self.topics)
+
+    def simulated_agencies(
+        self, profile: SimulationProfile, agencies: Iterable[str] | None = None
+    ) -> list[SimulatedAgency]:
+        codes = list(agencies) if agencies is not None else list(self.topics.agencies)
+        return [SimulatedAgency(code, self.connector, profile) for code in codes]
+
+
+@contextlib.asynccontextmanager
+async def open_app(
+    settings: Settings,
+    *,
+    memory: bool = False,
+    registry: CollectorRegistry | None = None,
+    clock: Clock = now_utc,
+) -> AsyncIterator[App]:
+    """Connect (starting the embedded broker when no bootstrap servers are configured), create
+    the topics, and tear everything down in reverse order on exit, also after a failure."""
+    topics = Topics(settings.topic_prefix)
+    metrics = Metrics(registry)
+    rules = load_rules(settings.rules_file)
+    async with contextlib.AsyncExitStack() as stack:
+        embedded: EmbeddedBroker | None = None
+        bootstrap = settings.kafka_bootstrap_servers
+        transport: Transport
+        if memory:
+            transport = MemoryTransport()
+        else:
+            if not bootstrap:
+                embedded = EmbeddedBroker()
+                await embedded.start()
+                stack.push_async_callback(embedded.stop)
+                bootstrap = embedded.bootstrap_servers
+                metrics.embedded_broker_up.set(1)
+                stack.callback(metrics.embedded_broker_up.set, 0)
+                log.info("embedded broker started", bootstrap_servers=bootstrap)
+            transport = KafkaTransport(bootstrap, settings.kafka)
+        await transport.start()
+        stack.push_async_callback(transport.stop)
+        await transport.create_topics(topics.all(), settings.partitions)
+        yield App(
+            settings=settings,
+            transport=transport,
+            codec=Codec(),
+            rules=rules,
+            topics=topics,
+            metrics=metrics,
+            clock=clock,
+            bootstrap_servers=bootstrap,
+            embedded=embedded,
+        )
+
+
+async def run_until_stopped(
+    services: Iterable[Callable[[asyncio.Event], Coroutine[Any, Any, None]]],
+    stopping: asyncio.Event,
+    *,
+    shutdown_timeout_s: float,
+) -> None:
+    """Run services until `stopping` is set, then give them `shutdown_timeout_s` to finish the
+    batch in hand, commit and close; cancel whatever is left after that."""
+
+    async def watchdog() -> None:
+        await stopping.wait()
+        await asyncio.sleep(shutdown_timeout_s)
+        raise TimeoutError(f"services did not stop within {shutdown_timeout_s} s")
+
+    async with asyncio.TaskGroup() as tasks:
+        runs = [tasks.create_task(service(stopping)) for service in services]
+        guard = tasks.create_task(watchdog())
+        await asyncio.wait(runs, return_when=asyncio.ALL_COMPLETED)
+        guard.cancel()

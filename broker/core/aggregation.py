@@ -1,0 +1,383 @@
+"""The coordinated-decision state machine (DESIGN §5), pure: `step(state, event, now)`.
+
+One `SubmissionState` per submission. Events are routing plans, agency responses and deadline
+ticks; outputs are decisions to publish, withdrawals to send, and answers refused or not
+counted (for the DLQ, the audit trail and the metrics). The same events in any order give the
+same final decision, and each version gets at most one final decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from broker.core.messages import (
+    AgencyDecision,
+    AgencyRequest,
+    AgencyResponse,
+    AgencyRoute,
+    AgencyState,
+    AgencyStatus,
+    Decision,
+    JointInspection,
+    Outcome,
+    RequestKind,
+    RequiredDocument,
+    Requirement,
+    RoutingPlan,
+    SubmissionKind,
+)
+
+# Worst wins: the coordinated outcome is the highest rank over the agencies concerned.
+_RANK: dict[AgencyState, tuple[int, Outcome]] = {
+    AgencyState.CLEARED: (1, Outcome.RELEASED),
+    AgencyState.CLEARED_WITH_CONDITIONS: (2, Outcome.RELEASED_WITH_CONDITIONS),
+    AgencyState.PENDING: (3, Outcome.PENDING),
+    AgencyState.OVERDUE: (3, Outcome.PENDING),
+    AgencyState.DOCUMENTS_REQUIRED: (4, Outcome.DOCUMENTS_REQUIRED),
+    AgencyState.INSPECTION: (5, Outcome.INSPECTION),
+    AgencyState.HOLD: (6, Outcome.HOLD),
+    AgencyState.REJECTED: (7, Outcome.REJECTED),
+}
+_TERMINAL_STATES = frozenset(
+    {
+        AgencyState.CLEARED,
+        AgencyState.CLEARED_WITH_CONDITIONS,
+        AgencyState.REJECTED,
+        AgencyState.NOT_CONCERNED,
+    }
+)
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanReceived:
+    plan: RoutingPlan
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    response: AgencyResponse
+    topic_agency: str  # the agency whose responses topic carried it: identity is the topic
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineTick:
+    pass
+
+
+Event = PlanReceived | ResponseReceived | DeadlineTick
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionIssued:
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawalRequested:
+    request: AgencyRequest
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRefused:
+    """An answer that breaks the rules: it goes to the DLQ with the reason."""
+
+    response: AgencyResponse
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerNotCounted:
+    """A well-formed answer kept for audit that does not change the decision."""
+
+    response: AgencyResponse
+    reason: str  # late-after-final | superseded-version | after-cancellation | older-answer
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyOverdue:
+    submission_id: str
+    version: int
+    agency: str
+
+
+Output = DecisionIssued | WithdrawalRequested | AnswerRefused | AnswerNotCounted | AgencyOverdue
+
+
+# --- state --------------------------------------------------------------------------------
+
+
+class SubmissionState(BaseModel):
+    """Everything the aggregator knows about one submission; serialises for the changelog.
+
+    Mutable on purpose: `step` updates it in place and returns it (the hot path would
+    otherwise copy it on every answer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    submission_id: str
+    plan: RoutingPlan | None = None
+    answers: dict[str, AgencyResponse] = {}
+    overdue: list[str] = []
+    # Answers to a version whose plan has not arrived yet.
+    held: list[AgencyResponse] = []
+    # Answers kept for audit that do not count (older versions, late, superseded).
+    audit: list[AgencyResponse] = []
+    last_decision_id: str | None = None
+    final: bool = False
+
+    @property
+    def version(self) -> int:
+        return self.plan.version if self.plan else 0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.plan is not None and self.plan.kind is SubmissionKind.CANCELLATION
+
+    @property
+    def finished(self) -> bool:
+        return self.final
+
+    def next_deadline(self) -> datetime | None:
+        """When the next agency becomes overdue, if the decision is still open."""
+        if self.plan is None or self.final:
+            return None
+        pending = [
+            route.deadline
+            for route in self.plan.agencies
+            if route.agency not in self.answers and route.agency not in self.overdue
+        ]
+        return min(pending, default=None)
+
+
+def new_state(submission_id: str) -> SubmissionState:
+    return SubmissionState(submission_id=submission_id)
+
+
+# --- transitions --------------------------------------------------------------------------
+
+
+def step(
+    state: SubmissionState, event: Event, now: datetime
+) -> tuple[SubmissionState, list[Output]]:
+    """Apply one event. Returns the (same, updated) state and what to emit."""
+    match event:
+        case PlanReceived(plan):
+            outputs = _apply_plan(state, plan)
+        case ResponseReceived(response, topic_agency):
+            outputs = _apply_response(state, response, topic_agency)
+        case DeadlineTick():
+            outputs = _apply_tick(state, now)
+    return state, outputs
+
+
+def _apply_plan(state: SubmissionState, plan: RoutingPlan) -> list[Output]:
+    if plan.version <= state.version:
+        return []  # a re-delivered or stale plan: already applied
+    if state.plan is not None:
+        state.audit.extend(state.answers.values())
+    state.plan = plan
+    state.answers = {}
+    state.overdue = []
+    state.final = False
+    outputs: list[Output] = []
+    waiting, state.held = state.held, []
+    for response in sorted(waiting, key=_answer_order):
+        if response.version < plan.version:
+            state.audit.append(response)
+            outputs.append(AnswerNotCounted(response, "superseded-version"))
+        elif response.version > plan.version:
+            state.held.append(response)
+        else:
+            outputs.extend(_count_answer(state, response))
+    return outputs + _reissue(state)
+
+
+def _apply_response(
+    state: SubmissionState, response: AgencyResponse, topic_agency: str
+) -> list[Output]:
+    if response.agency != topic_agency:
+        detail = f"payload says agency {response.agency!r} but it came from {topic_agency!r}"
+        return [AnswerRefused(response, "agency-mismatch", detail)]
+    if response.version > state.version and not state.cancelled:
+        if response not in state.held:
+            state.held.append(response)
+        return []
+    if response in state.audit:
+        return []
+    if state.cancelled:
+        state.audit.append(response)
+        return [AnswerNotCounted(response, "after-cancellation")]
+    if response.version < state.version:
+        state.audit.append(response)
+        return [AnswerNotCounted(response, "superseded-version")]
+    return _count_answer(state, response) + _reissue(state)
+
+
+def _count_answer(state: SubmissionState, response: AgencyResponse) -> list[Output]:
+    """Place an answer to the current version; the caller re-issues the decision."""
+    assert state.plan is not None
+    route = _route_of(state.plan, response.agency)
+    if route is None:
+        detail = f"agency {response.agency!r} was not routed version {response.version}"
+        return [AnswerRefused(response, "agency-not-routed", detail)]
+    if response.status is AgencyStatus.NOT_CONCERNED and route.requirement is Requirement.REQUIRED:
+        detail = f"{response.agency} was routed as required ({', '.join(route.reasons)})"
+        return [AnswerRefused(response, "not-concerned-refused", detail)]
+    current = state.answers.get(response.agency)
+    if current == response or response in state.audit:
+        return []  # duplicate delivery: already counted, or already kept for audit
+    if state.final:
+        state.audit.append(response)
+        return [AnswerNotCounted(response, "late-after-final")]
+    if current is not None and _answer_order(response) <= _answer_order(current):
+        state.audit.append(response)
+        return [AnswerNotCounted(response, "older-answer")]
+    if current is not None:
+        state.audit.append(current)
+    state.answers[response.agency] = response
+    if response.agency in state.overdue:
+        state.overdue.remove(response.agency)
+    return []
+
+
+def _apply_tick(state: SubmissionState, now: datetime) -> list[Output]:
+    if state.plan is None or state.final:
+        return []
+    outputs: list[Output] = []
+    for route in state.plan.agencies:
+        late = route.agency not in state.answers and route.agency not in state.overdue
+        if late and now >= route.deadline:
+            state.overdue.append(route.agency)
+            outputs.append(AgencyOverdue(state.submission_id, state.version, route.agency))
+    if not outputs:
+        return []
+    return outputs + _reissue(state)
+
+
+def _reissue(state: SubmissionState) -> list[Output]:
+    """Publish the decision if its content changed; withdraw work after a rejection."""
+    decision = build_decision(state)
+    if decision.decision_id == state.last_decision_id:
+        return []
+    state.last_decision_id = decision.decision_id
+    outputs: list[Output] = [DecisionIssued(decision)]
+    if decision.final:
+        state.final = True
+        if decision.outcome is Outcome.REJECTED:
+            outputs.extend(_withdrawals(state, decision))
+    return outputs
+
+
+def _withdrawals(state: SubmissionState, decision: Decision) -> list[Output]:
+    assert state.plan is not None
+    rejected_by = [line.agency for line in decision.agencies if line.status is AgencyState.REJECTED]
+    reason = f"rejected by {', '.join(rejected_by)}"
+    return [
+        WithdrawalRequested(
+            AgencyRequest(
+                request_id=f"{state.submission_id}:{state.version}:{line.agency}:withdrawal",
+                submission_id=state.submission_id,
+                version=state.version,
+                agency=line.agency,
+                kind=RequestKind.WITHDRAWAL,
+                requirement=line.requirement,
+                reasons=(),
+                deadline=line.deadline,
+                sent_at=decision.decided_at,
+                withdrawal_reason=reason,
+            )
+        )
+        for line in decision.agencies
+        if line.status not in _TERMINAL_STATES
+    ]
+
+
+# --- the decision -------------------------------------------------------------------------
+
+
+def agency_line(state: SubmissionState, route: AgencyRoute) -> AgencyDecision:
+    answer = state.answers.get(route.agency)
+    if answer is not None:
+        status = AgencyState(answer.status.value)
+    elif route.agency in state.overdue:
+        status = AgencyState.OVERDUE
+    else:
+        status = AgencyState.PENDING
+    return AgencyDecision(
+        agency=route.agency,
+        requirement=route.requirement,
+        status=status,
+        reasons=answer.reasons if answer else route.reasons,
+        conditions=answer.conditions if answer else (),
+        answered_at=answer.answered_at if answer else None,
+        deadline=route.deadline,
+    )
+
+
+def build_decision(state: SubmissionState) -> Decision:
+    """The coordinated decision for the current version, from the state alone (so a replay
+    after a crash rebuilds the same content and the same `decision_id`)."""
+    plan = state.plan
+    assert plan is not None, "a decision needs a routing plan"
+    lines = tuple(agency_line(state, route) for route in plan.agencies)
+    concerned = [line for line in lines if line.status is not AgencyState.NOT_CONCERNED]
+    if state.cancelled:
+        outcome, final = Outcome.CANCELLED, True
+    else:
+        outcome = max((_RANK[line.status] for line in concerned), default=_RANK_RELEASED)[1]
+        final = outcome is Outcome.REJECTED or all(
+            line.status in _TERMINAL_STATES for line in concerned
+        )
+    inspecting = tuple(line.agency for line in lines if line.status is AgencyState.INSPECTION)
+    documents = tuple(
+        RequiredDocument(
+            agency=answer.agency,
+            type_code=doc.type_code,
+            description=doc.description,
+            deadline=doc.deadline,
+        )
+        for answer in sorted(state.answers.values(), key=lambda a: a.agency)
+        if answer.status is AgencyStatus.DOCUMENTS_REQUIRED
+        for doc in answer.documents_required
+    )
+    times = [plan.planned_at]
+    times += [line.answered_at for line in lines if line.answered_at is not None]
+    times += [line.deadline for line in lines if line.status is AgencyState.OVERDUE]
+    decision = Decision(
+        decision_id="",
+        submission_id=plan.submission_id,
+        version=plan.version,
+        trader_id=plan.trader_id,
+        outcome=outcome,
+        final=final,
+        decided_at=max(times),
+        payload_sha256=plan.payload_sha256,
+        agencies=lines,
+        joint_inspection=JointInspection(agencies=inspecting) if inspecting else None,
+        documents_required=documents,
+    )
+    content = decision.model_dump_json(exclude={"decision_id"}).encode()
+    return decision.model_copy(update={"decision_id": hashlib.sha256(content).hexdigest()[:32]})
+
+
+_RANK_RELEASED = (1, Outcome.RELEASED)
+
+
+def _route_of(plan: RoutingPlan, agency: str) -> AgencyRoute | None:
+    return next((route for route in plan.agencies if route.agency == agency), None)
+
+
+def _answer_order(response: AgencyResponse) -> tuple[int, datetime, int]:
+    """Latest answer wins by the agency's own answer time, then its sequence (DESIGN §5)."""
+    return (response.version, response.answered_at, response.sequence)
