@@ -8,8 +8,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -20,18 +21,25 @@ from broker.core.topics import Topics
 from broker.runtime.aggregator import AggregatorService
 from broker.runtime.embedded import EmbeddedBroker
 from broker.runtime.kafka import KafkaTransport
+from broker.runtime.lag import KafkaGroupOffsets, LagMonitor
 from broker.runtime.memory import MemoryTransport
 from broker.runtime.metrics import Metrics
+from broker.runtime.metrics_server import MetricsServer
+from broker.runtime.registry import SchemaRegistryClient
 from broker.runtime.router import RouterService
 from broker.runtime.transport import Transport
 from broker.settings import Settings
+from connectors.rest import RestBridge
 from connectors.sdk import AgencyConnector, Handler
 from connectors.simulated import SimulatedAgency, SimulationProfile
+
+if TYPE_CHECKING:
+    from broker.gateway.service import GatewayService
 
 log = structlog.get_logger("swb")
 
 Clock = Callable[[], datetime]
-ROLES = ("router", "aggregator")
+ROLES = ("router", "aggregator", "gateway")
 
 
 @dataclass
@@ -65,13 +73,63 @@ class App:
         )
 
     def connector(self, agency: str, handler: Handler) -> AgencyConnector:
-        return AgencyConnector(agency, handler, self.transport, self.codec, self.topics)
+        # Half the shutdown budget for in-flight handlers, the rest to publish, commit, close.
+        return AgencyConnector(
+            agency,
+            handler,
+            self.transport,
+            self.codec,
+            self.topics,
+            graceful_timeout_s=self.settings.shutdown_timeout_s / 2,
+        )
+
+    def rest_bridge(
+        self, agency: str, *, http_transport: httpx.AsyncBaseTransport | None = None
+    ) -> RestBridge:
+        """Agency `agency` answered by its HTTP endpoint (settings.bridge)."""
+        return RestBridge(
+            agency,
+            self.settings.bridge,
+            self.connector,
+            http_transport=http_transport,
+            clock=self.clock,
+        )
 
     def simulated_agencies(
         self, profile: SimulationProfile, agencies: Iterable[str] | None = None
     ) -> list[SimulatedAgency]:
         codes = list(agencies) if agencies is not None else list(self.topics.agencies)
         return [SimulatedAgency(code, self.connector, profile) for code in codes]
+
+    def gateway(self, *, host: str | None = None, port: int | None = None) -> GatewayService:
+        """The trader HTTP gateway (imported here: router-only processes never load FastAPI)."""
+        from broker.gateway.service import GatewayService
+
+        return GatewayService(self, host=host, port=port)
+
+    def operations(self, roles: Iterable[str]) -> list[Callable[..., Coroutine[Any, Any, None]]]:
+        """What an operator needs beside the roles, when SWB_METRICS_PORT is set: the metrics
+        endpoint (/metrics, /healthz, /readyz) and the consumer lag monitor. Marks `roles` up."""
+        for role in roles:
+            self.metrics.role_up.labels(role).set(1)
+        port = self.settings.metrics_port
+        if port is None:
+            return []
+        server = MetricsServer(
+            self.metrics.registry, self.settings.metrics_host, port, ready=self.transport.ping
+        )
+        services: list[Callable[..., Coroutine[Any, Any, None]]] = [server.run]
+        if isinstance(self.transport, KafkaTransport):
+            # The monitor connects like the transport does (same security settings).
+            offsets = KafkaGroupOffsets(self.transport._client_options("lag"))
+            monitor = LagMonitor(
+                offsets,
+                self.topics.all(),
+                self.metrics,
+                interval_s=self.settings.lag_check_interval_s,
+            )
+            services.append(monitor.run)
+        return services
 
 
 @contextlib.asynccontextmanager
@@ -81,9 +139,12 @@ async def open_app(
     memory: bool = False,
     registry: CollectorRegistry | None = None,
     clock: Clock = now_utc,
+    create_topics: bool = True,
 ) -> AsyncIterator[App]:
     """Connect (starting the embedded broker when no bootstrap servers are configured), create
-    the topics, and tear everything down in reverse order on exit, also after a failure."""
+    the topics, and tear everything down in reverse order on exit, also after a failure.
+    `create_topics=False` for agency processes: their ACLs (deploy/acls) allow no topic admin.
+    With SWB_SCHEMA_REGISTRY_URL, schemas are registered and Confluent framing is written."""
     topics = Topics(settings.topic_prefix)
     metrics = Metrics(registry)
     rules = load_rules(settings.rules_file)
@@ -102,14 +163,22 @@ async def open_app(
                 metrics.embedded_broker_up.set(1)
                 stack.callback(metrics.embedded_broker_up.set, 0)
                 log.info("embedded broker started", bootstrap_servers=bootstrap)
-            transport = KafkaTransport(bootstrap, settings.kafka)
+            transport = KafkaTransport(
+                bootstrap, settings.kafka, replication_factor=settings.replication_factor
+            )
         await transport.start()
         stack.push_async_callback(transport.stop)
-        await transport.create_topics(topics.all(), settings.partitions)
+        if create_topics:
+            await transport.create_topics(topics.all(), settings.partitions)
+        codec = Codec()
+        if settings.schema_registry_url:
+            schema_registry = SchemaRegistryClient(settings.schema_registry_url)
+            stack.push_async_callback(schema_registry.aclose)
+            codec = await schema_registry.codec_for(topics)
         yield App(
             settings=settings,
             transport=transport,
-            codec=Codec(),
+            codec=codec,
             rules=rules,
             topics=topics,
             metrics=metrics,

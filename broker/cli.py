@@ -107,7 +107,8 @@ def route_command(file: Path, rules_file: Path | None, trader: str) -> None:
 
 
 @main.command("run")
-@click.option("--role", type=click.Choice(["all", "router", "aggregator"]), default="all",
+@click.option("--role", type=click.Choice(["all", "router", "aggregator", "gateway"]),
+              default="all",
               show_default=True, help="Run one role to scale it apart in its consumer group.")
 @click.option("--partitions", type=int, help="Partitions per topic (SWB_PARTITIONS).")
 def run_command(role: str, partitions: int | None) -> None:
@@ -117,7 +118,7 @@ def run_command(role: str, partitions: int | None) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
     async def serve(stopping: asyncio.Event) -> None:
-        from broker.bootstrap import open_app, run_until_stopped
+        from broker.bootstrap import ROLES, open_app, run_until_stopped
 
         async with open_app(settings) as app:
             services = []
@@ -125,12 +126,96 @@ def run_command(role: str, partitions: int | None) -> None:
                 services.append(app.router().run)
             if role in ("all", "aggregator"):
                 services.append(app.aggregator().run)
+            if role in ("all", "gateway"):
+                gateway = app.gateway()
+                gateway.on_listening = lambda url: click.echo(
+                    f"swb: gateway listening on {url}", err=True
+                )
+                services.append(gateway.run)
+            # The metrics endpoint and the lag monitor, when SWB_METRICS_PORT is set.
+            services += app.operations(ROLES if role == "all" else (role,))
             click.echo(f"swb: {role} running on {app.bootstrap_servers}", err=True)
             await run_until_stopped(
                 services, stopping, shutdown_timeout_s=settings.shutdown_timeout_s
             )
 
     _run_async(serve)
+
+
+def _gateway_client(url: str | None, api_key: str) -> Any:
+    """A client for the trader API; the default URL is where `swb run` serves it."""
+    from broker.gateway.client import GatewayClient
+
+    if not url:
+        settings = _settings()
+        host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+        url = f"http://{host}:{settings.http_port}"
+    return GatewayClient(url, api_key)
+
+
+def _problem_exit(answer: Any) -> None:
+    """Print a problem+json answer as sentences; exit 2 when the request was refused."""
+    body = answer.body
+    click.echo(f"swb: {body.get('title', 'error')} ({answer.status}): {body.get('detail', '')}",
+               err=True)
+    for error in body.get("errors") or ():
+        click.echo(f"  {error.get('field')}: {error.get('message')}", err=True)
+    if body.get("rule"):
+        click.echo(f"  rule: {body['rule']}", err=True)
+    sys.exit(EXIT_INVALID if answer.status < 500 else 1)
+
+
+_gateway_options = [
+    click.option("--url", envvar="SWB_GATEWAY_URL",
+                 help="Gateway URL (SWB_GATEWAY_URL; default http://SWB_HTTP_HOST:SWB_HTTP_PORT)."),
+    click.option("--api-key", envvar="SWB_API_KEY", required=True,
+                 help="Your API key (SWB_API_KEY)."),
+]
+
+
+def _with_gateway_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_gateway_options):
+        command = option(command)
+    return command
+
+
+@main.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_with_gateway_options
+def submit_command(file: Path, url: str | None, api_key: str) -> None:
+    """Lodge a declaration through the HTTP gateway; prints the submission id and status URL.
+    Retries after a 503 with the same Idempotency-Key, so it never lodges twice."""
+    try:
+        with _gateway_client(url, api_key) as client:
+            answer = client.submit(file.read_bytes())
+    except SwbError as exc:
+        click.echo(f"swb: {exc}", err=True)
+        sys.exit(1)
+    if not answer.ok:
+        _problem_exit(answer)
+    click.echo(json.dumps(answer.body, indent=2))
+
+
+@main.command("status")
+@click.argument("submission_id")
+@_with_gateway_options
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON as is.")
+def status_command(submission_id: str, url: str | None, api_key: str, as_json: bool) -> None:
+    """Show a submission's coordinated decision, each agency's status and the versions."""
+    try:
+        with _gateway_client(url, api_key) as client:
+            answer = client.status(submission_id)
+    except SwbError as exc:
+        click.echo(f"swb: {exc}", err=True)
+        sys.exit(1)
+    if not answer.ok:
+        _problem_exit(answer)
+    if as_json:
+        click.echo(json.dumps(answer.body, indent=2))
+        return
+    from broker.gateway.text import describe_submission
+
+    click.echo(describe_submission(answer.body))
 
 
 @main.command("agency")
@@ -176,3 +261,96 @@ def demo_command(serve: bool, seed: int, samples_dir: Path | None, timeout: floa
 
     _run_async(lambda stopping: run_demo(settings, stopping, seed=seed,
                                          samples_dir=samples_dir, serve=serve, timeout_s=timeout))
+
+
+@main.command("top")
+@click.option("--url", help="Metrics endpoint to read (default: SWB_METRICS_PORT on this host, "
+              "else the gateway's /metrics on SWB_HTTP_PORT).")
+@click.option("--interval", type=float, default=2.0, show_default=True,
+              help="Seconds between refreshes; rates cover one interval.")
+@click.option("--once", is_flag=True, help="Print one frame (two scrapes an interval apart) "
+              "and exit: for scripts and tests.")
+def top_command(url: str | None, interval: float, once: bool) -> None:
+    """A live view for operators: throughput, decision latency, in-flight submissions,
+    overdue agencies, DLQ and lag, read from a metrics endpoint."""
+    from broker.top import default_url, run_top
+
+    settings = _settings()
+    sys.exit(run_top(url or default_url(settings), interval_s=interval, once=once))
+
+
+@main.command("asyncapi")
+@click.option("--format", "output_format", type=click.Choice(["json", "yaml"]), default="json",
+              show_default=True)
+@click.option("--server", default="localhost:9092", show_default=True,
+              help="Kafka bootstrap address to publish in the document.")
+def asyncapi_command(output_format: str, server: str) -> None:
+    """Print the AsyncAPI 3.0 document of the topics and schemas agencies code against."""
+    from broker.asyncapi import asyncapi_document
+    from broker.core.topics import Topics
+
+    settings = _settings()
+    document = asyncapi_document(
+        Topics(settings.topic_prefix), server=server, partitions=settings.partitions
+    )
+    if output_format == "json":
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    try:
+        import yaml
+    except ImportError as exc:
+        raise click.UsageError(
+            "YAML output needs PyYAML: pip install 'single-window-broker[yaml]'"
+        ) from exc
+    click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@main.command("bridge")
+@click.argument("code", type=click.Choice(AGENCY_CODES))
+@click.option("--url", help="The agency's HTTP endpoint (SWB_BRIDGE__URL).")
+@click.option("--auth-header", help="Header carrying the credential (SWB_BRIDGE__AUTH_HEADER).")
+@click.option("--auth-value", help="Its value, e.g. 'Bearer ...' (SWB_BRIDGE__AUTH_VALUE).")
+@click.option("--timeout", "timeout_s", type=float, help="Seconds per attempt.")
+@click.option("--retry-initial", "retry_initial_s", type=float, help="First retry delay, s.")
+@click.option("--retry-max", "retry_max_s", type=float, help="Longest retry delay, s.")
+@click.option("--breaker-failures", type=int, help="Consecutive failures that open the circuit.")
+@click.option("--breaker-reset", "breaker_reset_s", type=float,
+              help="Seconds the circuit stays open before one trial request.")
+@click.option("--callback-port", type=int, help="Serve the callback endpoint (0: free port).")
+@click.option("--callback-host", help="Address the callback endpoint listens on.")
+@click.option("--callback-token", help="Bearer token agencies call back with.")
+@click.option("--callback-url", help="Callback URL advertised to the agency.")
+def bridge_command(code: str, **overrides: Any) -> None:
+    """Run the REST bridge of agency CODE: forward its requests to its HTTP endpoint and
+    publish its answers (given at once, or later on the callback endpoint)."""
+    from broker.settings import BridgeSettings
+
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        raise click.UsageError("set SWB_KAFKA_BOOTSTRAP_SERVERS to the broker `swb run` uses")
+    given = {name: value for name, value in overrides.items() if value is not None}
+    values = {**settings.bridge.model_dump(), **given}
+    try:
+        bridge_settings = BridgeSettings.model_validate(values)
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(validation_messages(exc))) from exc
+    if not bridge_settings.url:
+        raise click.UsageError("give the agency's endpoint: --url or SWB_BRIDGE__URL")
+    if bridge_settings.callback_port is not None and bridge_settings.callback_token is None:
+        raise click.UsageError("the callback endpoint needs --callback-token: without it anyone "
+                               "reaching it could answer as the agency")
+    settings = settings.model_copy(update={"bridge": bridge_settings})
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def serve(stopping: asyncio.Event) -> None:
+        from broker.bootstrap import open_app, run_until_stopped
+
+        # An agency's principal may not administer topics (deploy/acls): create none.
+        async with open_app(settings, create_topics=False) as app:
+            bridge = app.rest_bridge(code)
+            click.echo(f"swb: bridge {code} -> {bridge.endpoint.url}", err=True)
+            await run_until_stopped(
+                [bridge.run], stopping, shutdown_timeout_s=settings.shutdown_timeout_s
+            )
+
+    _run_async(serve)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,6 +48,12 @@ class Tracked:
         return latest is not None and latest.final
 
 
+def demo_api_keys() -> dict[str, str]:
+    """Fresh keys each run (the demo may be reachable by others): the demo trader's, whose
+    sample submissions the API shows, and a second trader's, to see isolation at work."""
+    return {f"demo-{secrets.token_urlsafe(12)}": trader for trader in (TRADER, "DE987654321000")}
+
+
 def sample_files(directory: Path | None = None) -> list[Path]:
     if directory is not None:
         return sorted(directory.glob("*.json"))
@@ -65,10 +72,15 @@ async def run_demo(
 ) -> int:
     console = Console(width=None if Console().is_terminal else 140)
     profile = SimulationProfile(seed=seed, latency_s=0.05, followup_s=0.5)
+    if serve and not settings.api_keys:
+        settings = settings.model_copy(update={"api_keys": demo_api_keys()})
     async with open_app(settings) as app:
         console.print(f"[bold]Single Window demo[/] — embedded broker at {app.bootstrap_servers}")
         services = [app.router().run, app.aggregator().run]
         services += [agency.run for agency in app.simulated_agencies(profile)]
+        gateway = app.gateway() if serve else None
+        if gateway is not None:
+            services.append(gateway.run)
         inner_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             for service in services:
@@ -76,7 +88,11 @@ async def run_demo(
             try:
                 tracked = await _submit_and_follow(app, samples_dir, timeout_s, stopping)
                 _print(console, tracked)
-                if serve:
+                if gateway is not None:
+                    await gateway.listening.wait()
+                    console.print(f"Trader HTTP API on {gateway.url} (see /docs); demo API keys:")
+                    for key, trader in settings.api_keys.items():
+                        console.print(f"  trader {trader}:  X-API-Key: {key}")
                     console.print("Serving; Ctrl-C to stop.")
                     await stopping.wait()
             finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,7 +22,9 @@ class KafkaSettings(BaseModel):
     # Tansu cannot do InitProducerId v>0; enable on Apache Kafka if wanted (we dedupe anyway).
     enable_idempotence: bool = False
     request_timeout_ms: int = Field(default=30_000, ge=1000)
-    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    # Tansu holds a JoinGroup for half the session timeout: 6 s (Apache Kafka's minimum)
+    # makes a member join in 3 s instead of 5 s.
+    session_timeout_ms: int = Field(default=6_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -31,6 +33,56 @@ class KafkaSettings(BaseModel):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+
+class GatewaySettings(BaseModel):
+    """The trader HTTP gateway (README "Trader HTTP API"); SWB_GATEWAY__<NAME> overrides."""
+
+    # Larger bodies get 413; a declaration of 999 goods items stays well under 1 MiB.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Seconds a client is told to wait (Retry-After) when the broker did not take a write.
+    retry_after_s: int = Field(default=5, ge=1)
+    # How long a write may wait for the broker's acknowledgement before the answer is 503.
+    # None: the producer's own request timeout (+2 s), so a write called failed is no longer
+    # queued in the client. Shorter answers sooner, but such a write may still land later
+    # (a retry is safe: ids come from trader + LRN, and the router ignores a re-sent version).
+    write_timeout_s: float | None = Field(default=None, gt=0)
+    # Read model: finished submissions (final decision or cancelled) are forgotten after this
+    # many seconds, and beyond this many, oldest first; open ones are always kept.
+    finished_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
+    max_finished: int = Field(default=100_000, ge=1)
+    # Idempotency-Key answers kept per gateway (also rebuilt from sw.submissions at start).
+    idempotency_ttl_s: float = Field(default=24 * 3600, gt=0)
+    idempotency_max_keys: int = Field(default=100_000, ge=1)
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=10, ge=1)
+    webhook_backoff_initial_s: float = Field(default=1.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=600.0, gt=0)
+    webhook_queue_size: int = Field(default=10_000, ge=1)
+    max_webhooks_per_trader: int = Field(default=10, ge=1)
+
+
+class BridgeSettings(BaseModel):
+    """The REST bridge (`swb bridge CODE`, connectors/rest): forwards an agency's requests to
+    its HTTP endpoint and publishes its answers. SWB_BRIDGE__<NAME> overrides, and CLI flags."""
+
+    url: str | None = None  # the agency's endpoint; each request is POSTed to it as JSON
+    auth_header: str = "Authorization"  # the header carrying `auth_value` on every POST
+    auth_value: SecretStr | None = None  # e.g. "Bearer <token>"; never logged
+    timeout_s: float = Field(default=10.0, gt=0)  # per attempt, connect to last byte
+    # Retries never give up (a request is never lost): they back off from initial to max.
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    # Consecutive failures that open the circuit; it stays open this long, then one trial.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+    max_concurrency: int = Field(default=16, ge=1)  # requests in flight to the endpoint
+    # The callback endpoint for answers given later. None: no callback endpoint; 0: free port.
+    callback_port: int | None = Field(default=None, ge=0, le=65535)
+    callback_host: str = "127.0.0.1"
+    callback_token: SecretStr | None = None  # agencies call back with "Bearer <token>"
+    callback_url: str | None = None  # advertised to the agency in X-SWB-Callback-URL
 
 
 class Settings(BaseSettings):
@@ -43,6 +95,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topic_prefix: str = Field(default="sw", pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(default=4, ge=1, le=256)
+    # None: min(3, brokers in the cluster). Production: 3, with min.insync.replicas 2.
+    replication_factor: int | None = Field(default=None, ge=1)
     rules_file: Path | None = None  # None: the rules shipped in the package
     schema_registry_url: str | None = None
     # How often the aggregator checks SLA deadlines.
@@ -52,3 +106,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # Prometheus endpoint (/metrics, /healthz, /readyz) of `swb run` for roles without the
+    # gateway. None: no endpoint and no lag monitor; 0: a free port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # How often the lag monitor compares end offsets with the groups' committed offsets.
+    lag_check_interval_s: float = Field(default=15.0, gt=0)
+    # API key -> trader id, set by the operator: SWB_API_KEYS='{"<key>": "<trader EORI>"}'.
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    gateway: GatewaySettings = GatewaySettings()
+    bridge: BridgeSettings = BridgeSettings()

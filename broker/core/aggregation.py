@@ -193,7 +193,10 @@ def _apply_plan(state: SubmissionState, plan: RoutingPlan) -> list[Output]:
     outputs: list[Output] = []
     waiting, state.held = state.held, []
     for response in sorted(waiting, key=_answer_order):
-        if response.version < plan.version:
+        if state.cancelled:  # as `_apply_response` does once cancelled, so a redelivery agrees
+            state.audit.append(response)
+            outputs.append(AnswerNotCounted(response, "after-cancellation"))
+        elif response.version < plan.version:
             state.audit.append(response)
             outputs.append(AnswerNotCounted(response, "superseded-version"))
         elif response.version > plan.version:

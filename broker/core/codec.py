@@ -207,6 +207,13 @@ class Codec:
         self._encoders: dict[str, tuple[bytes, Schema, Callable[[Any], Any] | None]] = {}
         self._by_fingerprint: dict[int, _Writer] = {}
         self._by_schema_id: dict[int, _Writer] = {}
+        self._confluent_ids: dict[str, int] = {}
+
+    def use_confluent_ids(self, ids: Mapping[str, int]) -> None:
+        """Write Confluent framing with these registry ids (schema name -> id) unless a call
+        names another id. Under TopicNameStrategy every subject of one schema text gets the
+        same global id from the registry, so one id per schema serves every topic."""
+        self._confluent_ids.update({_fullname(name): schema_id for name, schema_id in ids.items()})
 
     def encode(self, message: BaseModel, *, confluent_id: int | None = None) -> bytes:
         try:
@@ -220,6 +227,8 @@ class Codec:
     ) -> bytes:
         """Fast path for callers that already hold a record dict: no pydantic involved."""
         header, schema, hint = self._encoder(schema_name)
+        if confluent_id is None:
+            confluent_id = self._confluent_ids.get(_fullname(schema_name))
         if confluent_id is not None:
             if not 0 <= confluent_id < 2**32:
                 raise CodecError("unencodable", f"Confluent id {confluent_id} is not 0..2^32-1")
@@ -258,9 +267,10 @@ class Codec:
             raise CodecError("incompatible-schema", f"{writer.name} versions clash: {exc}") from exc
         except Exception as exc:
             raise CodecError("bad-datum", f"bytes are not a {writer.name} datum: {exc!r}") from exc
-        left = len(data) - stream.tell()
-        if left or not isinstance(record, dict):
+        if left := len(data) - stream.tell():
             raise CodecError("bad-datum", f"{left} bytes left over after the {writer.name} datum")
+        if not isinstance(record, dict):
+            raise CodecError("bad-datum", f"{writer.name} is not a record schema")
         return writer.name, record
 
     def register_writer_schema(self, schema: Mapping[str, Any]) -> int:

@@ -43,22 +43,21 @@ CountryCode = Annotated[str, AfterValidator(check_country)]
 CurrencyCode = Annotated[str, AfterValidator(check_currency)]
 HsCode = Annotated[str, AfterValidator(check_hs_code)]
 # Avro decimal(18,2) for money and decimal(16,3) for masses: the model refuses what the wire
-# cannot carry exactly. JSON carries them as strings so no float ever touches them.
+# cannot carry exactly and keeps the wire's scale, so a decoded model prints (and hashes) like
+# the original. JSON carries them as strings so no float ever touches them.
 Money = Annotated[
     Decimal,
     Field(ge=0, max_digits=18, decimal_places=2),
+    AfterValidator(lambda d: d.quantize(Decimal("0.01"))),
     PlainSerializer(str, return_type=str, when_used="json"),
 ]
 Mass = Annotated[
     Decimal,
     Field(ge=0, max_digits=16, decimal_places=3),
+    AfterValidator(lambda d: d.quantize(Decimal("0.001"))),
     PlainSerializer(str, return_type=str, when_used="json"),
 ]
-Quantity = Annotated[
-    Decimal,
-    Field(ge=0, max_digits=16, decimal_places=3),
-    PlainSerializer(str, return_type=str, when_used="json"),
-]
+Quantity = Mass
 
 
 class Strict(BaseModel):

@@ -7,7 +7,7 @@ round-trips every model through the Avro codec to keep them in step.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,7 @@ from broker.core.declaration import (
     Timestamp,
     Transport,
 )
+from broker.core.reference import MAX_GOODS_ITEMS
 
 AgencyCode = str  # lower-case code such as "food"; the topic name carries it (DESIGN §3)
 
@@ -200,7 +201,7 @@ class AgencyRoute(Strict):
     requirement: Requirement
     reasons: tuple[str, ...]
     deadline: Timestamp
-    item_sequences: tuple[int, ...]
+    item_sequences: tuple[Annotated[int, Field(ge=1, le=MAX_GOODS_ITEMS)], ...]
 
 
 class RoutingPlan(Strict):

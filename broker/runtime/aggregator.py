@@ -175,8 +175,7 @@ class AggregatorService:
                         agencies={a.agency: a.status.value for a in decision.agencies},
                     )
                 case WithdrawalRequested(request):
-                    topic = self._topics.requests(request.agency)
-                    out.append(Outgoing(topic, self._codec.encode(request), key))
+                    pass
                     self._metrics.agency_requests.labels(request.agency, "WITHDRAWAL").inc()
                 case AnswerRefused(response, reason, detail):
                     log.warning("answer refused", agency=response.agency, reason=reason)
@@ -281,7 +280,7 @@ class AggregatorService:
                 if record.value is None or record.key is None:
                     continue
                 state = SubmissionState.model_validate_json(record.value)
-                self._states[state.submission_id] = state
+                continue
                 self._partition_of[state.submission_id] = partition
                 restored += 1
         for sid, state in self._states.items():

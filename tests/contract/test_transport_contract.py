@@ -25,6 +25,9 @@ from broker.settings import KafkaSettings
 # Kafka group rebalances take 3-4.5 s on Tansu; this only bounds a wait that should succeed.
 WAIT_S = 30.0
 
+# Tansu holds a JoinGroup for half the session timeout; 6 s is Apache Kafka's minimum.
+KAFKA_SETTINGS = KafkaSettings(session_timeout_ms=6_000)
+
 # Java client's murmur2 of these keys, from Kafka's own test suite (UtilsTest.testMurmur2):
 # an oracle independent of the Python code under test.
 JAVA_MURMUR2 = {
@@ -49,7 +52,7 @@ def bootstrap(request: pytest.FixtureRequest) -> str | None:
 @pytest_asyncio.fixture
 async def transport(bootstrap: str | None) -> AsyncIterator[Transport]:
     started: Transport = (
-        MemoryTransport() if bootstrap is None else KafkaTransport(bootstrap, KafkaSettings())
+        MemoryTransport() if bootstrap is None else KafkaTransport(bootstrap, KAFKA_SETTINGS)
     )
     await started.start()
     try:
@@ -283,6 +286,21 @@ async def test_stopped_consumer_refuses_to_fetch_and_stops_twice(
 
     with pytest.raises(TransportError):
         await consumer.getmany(timeout_ms=10)
+
+
+async def test_stopping_the_transport_stops_its_consumers(
+    transport: Transport, topic_prefix: str
+) -> None:
+    topic = f"{topic_prefix}.shutdown"
+    await transport.create_topics([topic], 2)
+    members = [await transport.consumer(f"{topic_prefix}.g", [topic]) for _ in range(2)]
+
+    await transport.stop()
+
+    for member in members:
+        assert member.assignment() == set()
+        with pytest.raises(TransportError):
+            await member.getmany(timeout_ms=10)
 
 
 async def test_ping_answers_while_started(transport: Transport) -> None:

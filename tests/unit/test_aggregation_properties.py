@@ -92,6 +92,7 @@ class Step:
 class Scenario:
     plans: tuple[RoutingPlan, ...]
     answers: tuple[AgencyResponse, ...]  # valid answers to some version, duplicates included
+    noise: tuple[Step, ...]  # answers that must be refused
     steps: tuple[Step, ...]  # everything, in delivery order
 
     @property
@@ -212,10 +213,15 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     answers = []
     for p in plans:
         answers += draw(random_answers(p))
+    if follow_up == "cancel":
+        # Agencies that answer the cancelled version anyway (the cancellation has no routes).
+        answers += draw(random_answers(plans[0].model_copy(update={"version": 2})))
     if answers:
         answers += draw(st.lists(st.sampled_from(answers), max_size=3))  # re-deliveries
     extra = draw(noise(tuple(plans)))
-    return Scenario(tuple(plans), tuple(answers), _shuffled(draw, plans, answers, extra))
+    return Scenario(
+        tuple(plans), tuple(answers), tuple(extra), _shuffled(draw, plans, answers, extra)
+    )
 
 
 @st.composite
@@ -234,7 +240,7 @@ def settling_scenarios(draw: st.DrawFn) -> Scenario:
         answers.append(_response(route, 1, status, draw(st.integers(101, 200)), count))
     answers += draw(st.lists(st.sampled_from(answers), max_size=3))
     extra = draw(noise((plan,)))
-    return Scenario((plan,), tuple(answers), _shuffled(draw, [plan], answers, extra))
+    return Scenario((plan,), tuple(answers), tuple(extra), _shuffled(draw, [plan], answers, extra))
 
 
 # --- running ------------------------------------------------------------------------------
@@ -330,7 +336,9 @@ def test_last_decision_is_worst_over_latest_answers(scenario: Scenario) -> None:
     if closed_early:
         # Closed before some agency's latest word (a rejection, or every agency done before a
         # newer answer came): the decision is the one issued then, and it was rightly final.
-        first_final = next(d for d in issued(per_step[: final_index + 1]) if d.final)
+        first_final = issued(per_step[: final_index + 1])[-1]
+        assert first_final.final
+        assert first_final.version == plan.version
         assert decision == first_final
         statuses = [line.status for line in decision.agencies]
         assert AgencyState.REJECTED in statuses or all(s in TERMINAL_LINES for s in statuses)
@@ -390,6 +398,37 @@ def test_at_most_one_final_decision_per_version(scenario: Scenario) -> None:
     outputs = [out for outs in per_step for out in outs]
     withdrawal_ids = [o.request.request_id for o in outputs if isinstance(o, WithdrawalRequested)]
     assert len(withdrawal_ids) == len(set(withdrawal_ids))
+
+
+@PROPERTY_SETTINGS
+@given(scenarios())
+def test_refused_answers_never_count(scenario: Scenario) -> None:
+    """A forged or unrouted rejection is refused once (or, for a version already replaced,
+    not counted) and never reaches the state or a decision."""
+    state, per_step = run(scenario.steps)
+    outputs = [out for outs in per_step for out in outs]
+    for item in scenario.noise:
+        assert isinstance(item.event, ResponseReceived)
+        response = item.event.response
+        verdicts = [
+            out.reason
+            for out in outputs
+            if isinstance(out, AnswerRefused | AnswerNotCounted) and out.response == response
+        ]
+        if response.agency != item.event.topic_agency:
+            assert verdicts == ["agency-mismatch"]
+        else:
+            assert len(verdicts) == 1
+            assert verdicts[0] in ("agency-not-routed", "superseded-version", "after-cancellation")
+        assert response not in state.answers.values()
+        assert response not in state.held
+    routed = {route.agency for route in scenario.current_plan.agencies}
+    assert set(state.answers) <= routed
+    for decision in issued(per_step):
+        assert AgencyState.REJECTED not in {line.status for line in decision.agencies} or any(
+            a.status is AgencyStatus.REJECTED and a.version == decision.version
+            for a in scenario.answers
+        )
 
 
 # --- (c) order does not matter once every agency has settled -------------------------------
@@ -459,6 +498,14 @@ def test_redelivered_message_changes_nothing(scenario: Scenario, data: st.DataOb
     before = state.model_dump_json()
     state, outputs = step(state, again.event, again.now)
 
+    assert not [o for o in outputs if isinstance(o, DecisionIssued | WithdrawalRequested)]
+    if again in scenario.noise:
+        # Known gap (see test_aggregation.py): a refused answer is not remembered, so once a
+        # newer version arrived its re-delivery is "not counted" and kept for audit. Nothing
+        # else may change.
+        earlier = SubmissionState.model_validate_json(before)
+        assert state.model_copy(update={"audit": earlier.audit}) == earlier
+        return
     assert state.model_dump_json() == before
     # A refusal may be repeated (the DLQ sees the same bad answer again); nothing else may.
     assert [out for out in outputs if not isinstance(out, AnswerRefused)] == []

@@ -1,20 +1,15 @@
-"""Simulated border agencies for the demo, the tests and the benchmark.
+"""The simulated agency's decisions, pure: a request (and a profile) in, answers out.
 
 Rule-driven first (a veterinary service without its health certificate asks for it, an agency
-routed as "may be required" often disclaims), then random in realistic proportions: most
-answers clear, some add conditions, ask for documents or inspect, a few hold or reject.
-Deterministic under a seed: the same request always gets the same answer (so a re-delivered
-request gives a duplicate the aggregator ignores). Inspections and holds are followed by a
-final answer after `followup_s`.
+routed as "may be required" often disclaims), then random in realistic proportions. Seeded by
+the request, so the same request always gets the same answer: a re-delivered request gives a
+duplicate the aggregator ignores.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,85 +18,11 @@ from broker.core.messages import (
     AgencyResponse,
     AgencyStatus,
     DocumentRequest,
-    RequestKind,
     Requirement,
 )
-from connectors.sdk import AgencyConnector, Handler
+from connectors.simulated.config import CONDITIONS, EXPECTED_DOCUMENTS, SimulationProfile
 
-#: Builds the connector for an agency around a handler (the composition root provides it).
-ConnectorFactory = Callable[[str, Handler], AgencyConnector]
-
-#: The certificate each agency expects to see cited (EU TARIC document codes).
-EXPECTED_DOCUMENTS: dict[str, tuple[str, str]] = {
-    "veterinary": ("N853", "Common Health Entry Document for animal products (CHED-P)"),
-    "plant": ("N851", "Phytosanitary certificate"),
-    "wildlife": ("C400", "CITES permit"),
-    "strategic": ("X002", "Dual-use export authorisation"),
-    "police": ("C079", "Firearms import licence / end-user certificate"),
-}
-
-#: (status, weight) for an agency's first answer once its rules are satisfied.
-PROPORTIONS: tuple[tuple[AgencyStatus, float], ...] = (
-    (AgencyStatus.CLEARED, 0.80),
-    (AgencyStatus.CLEARED_WITH_CONDITIONS, 0.08),
-    (AgencyStatus.DOCUMENTS_REQUIRED, 0.03),
-    (AgencyStatus.INSPECTION, 0.06),
-    (AgencyStatus.HOLD, 0.02),
-    (AgencyStatus.REJECTED, 0.01),
-)
-
-_CONDITIONS = {
-    "veterinary": "Keep under cold chain below -18 °C to the approved store",
-    "plant": "Fumigate at the border inspection post before release",
-    "food": "Release to bonded store pending laboratory sample results",
-    "standards": "Affix conformity marking before sale",
-    "environment": "Quantity counts against the importer's annual quota",
-    "excise": "Release under excise duty suspension to the tax warehouse",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class SimulationProfile:
-    seed: int = 7
-    latency_s: float = 0.0  # how long the agency "thinks" before its first answer
-    followup_s: float = 0.0  # how long an inspection or a hold takes
-    disclaim_rate: float = 0.5  # share of "may be required" routes answered NOT_CONCERNED
-    proportions: tuple[tuple[AgencyStatus, float], ...] = PROPORTIONS
-
-
-class SimulatedAgency:
-    """Answers one agency's requests. `run` owns the connector and the follow-up tasks."""
-
-    def __init__(
-        self,
-        agency: str,
-        connector_factory: ConnectorFactory,
-        profile: SimulationProfile = SimulationProfile(),
-    ) -> None:
-        self.agency = agency
-        self.profile = profile
-        self.connector = connector_factory(agency, self.answer)
-        self._followups: asyncio.TaskGroup | None = None
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as followups:
-            self._followups = followups
-            await self.connector.run(stopping)
-
-    async def answer(self, request: AgencyRequest) -> Sequence[AgencyResponse]:
-        if request.kind is RequestKind.WITHDRAWAL:
-            return []
-        if self.profile.latency_s:
-            await asyncio.sleep(self.profile.latency_s)
-        first = decide(request, self.profile)
-        follow = followup(request, first, self.profile)
-        if follow is not None and self._followups is not None:
-            self._followups.create_task(self._publish_later(follow))
-        return [first]
-
-    async def _publish_later(self, response: AgencyResponse) -> None:
-        await asyncio.sleep(self.profile.followup_s)
-        await self.connector.publish([response])
+__all__ = ["decide", "followup"]
 
 
 def _rng(request: AgencyRequest, seed: int, salt: str = "") -> random.Random:
@@ -197,7 +118,7 @@ def _explain(
         case AgencyStatus.CLEARED:
             return (f"{prefix}no objection",), ()
         case AgencyStatus.CLEARED_WITH_CONDITIONS:
-            condition = _CONDITIONS.get(agency, "Post-clearance audit within 90 days")
+            condition = CONDITIONS.get(agency, "Post-clearance audit within 90 days")
             return (f"{prefix}cleared subject to conditions",), (condition,)
         case AgencyStatus.INSPECTION:
             return ("selected for physical examination by risk profile",), ()
