@@ -72,27 +72,25 @@ class App:
             deadline_check_interval_s=self.settings.deadline_check_interval_s,
         )
 
-    def connector(self, agency: str, handler: Handler) -> AgencyConnector:
+    def connector(self, agency: str, handler: Handler, **options: Any) -> AgencyConnector:
+        """`options` go to AgencyConnector (dead_letters, max_concurrency, ...)."""
         # Half the shutdown budget for in-flight handlers, the rest to publish, commit, close.
+        options.setdefault("graceful_timeout_s", self.settings.shutdown_timeout_s / 2)
         return AgencyConnector(
-            agency,
-            handler,
-            self.transport,
-            self.codec,
-            self.topics,
-            graceful_timeout_s=self.settings.shutdown_timeout_s / 2,
+            agency, handler, self.transport, self.codec, self.topics, **options
         )
 
     def rest_bridge(
         self, agency: str, *, http_transport: httpx.AsyncBaseTransport | None = None
     ) -> RestBridge:
         """Agency `agency` answered by its HTTP endpoint (settings.bridge)."""
+        bridge = self.settings.bridge
+
+        def connector(code: str, handler: Handler) -> AgencyConnector:
+            return self.connector(code, handler, dead_letters=bridge.dead_letters)
+
         return RestBridge(
-            agency,
-            self.settings.bridge,
-            self.connector,
-            http_transport=http_transport,
-            clock=self.clock,
+            agency, bridge, connector, http_transport=http_transport, clock=self.clock
         )
 
     def simulated_agencies(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -320,6 +321,8 @@ def asyncapi_command(output_format: str, server: str) -> None:
 @click.option("--callback-host", help="Address the callback endpoint listens on.")
 @click.option("--callback-token", help="Bearer token agencies call back with.")
 @click.option("--callback-url", help="Callback URL advertised to the agency.")
+@click.option("--dead-letters/--no-dead-letters", default=None,
+              help="Write refused requests to sw.dlq (off with an agency-only principal).")
 def bridge_command(code: str, **overrides: Any) -> None:
     """Run the REST bridge of agency CODE: forward its requests to its HTTP endpoint and
     publish its answers (given at once, or later on the callback endpoint)."""
@@ -348,6 +351,17 @@ def bridge_command(code: str, **overrides: Any) -> None:
         # An agency's principal may not administer topics (deploy/acls): create none.
         async with open_app(settings, create_topics=False) as app:
             bridge = app.rest_bridge(code)
+            # Wait for `swb run` to create the topic: subscribing first would make Tansu
+            # auto-create it with its own partition count, breaking co-partitioning.
+            topic = app.topics.requests(code)
+            while not stopping.is_set():
+                try:
+                    await app.transport.partitions_for(topic)
+                    break
+                except SwbError:
+                    click.echo(f"swb: waiting for topic {topic}", err=True)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), 2.0)
             click.echo(f"swb: bridge {code} -> {bridge.endpoint.url}", err=True)
             await run_until_stopped(
                 [bridge.run], stopping, shutdown_timeout_s=settings.shutdown_timeout_s

@@ -78,6 +78,9 @@ class BridgeSettings(BaseModel):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=30.0, gt=0)
     max_concurrency: int = Field(default=16, ge=1)  # requests in flight to the endpoint
+    # False when the bridge holds only its agency's ACLs (deploy/acls): refused requests are
+    # then logged, not written to sw.dlq, which the agency principal may not write.
+    dead_letters: bool = True
     # The callback endpoint for answers given later. None: no callback endpoint; 0: free port.
     callback_port: int | None = Field(default=None, ge=0, le=65535)
     callback_host: str = "127.0.0.1"

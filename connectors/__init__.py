@@ -1,9 +1,10 @@
 """Agency side of the Single Window: the connector SDK and the connectors built on it.
 
 Every connector has the same anatomy. The SDK: `parser` (record -> request), `sdk` (the
-subscriber loop: handle, publish, commit), `publisher` (answers -> records), `testing` (run a
-handler on the in-memory transport). Each connector package (`simulated`, `rest`): `config`,
-`handler` (request -> answers), `agency` (the runnable agency around an `AgencyConnector`).
+subscriber pipeline: handle, publish, commit), `offsets` (what may be committed), `publisher`
+(answers -> records), `retry` and `errors`, `testing` (run a handler or a whole agency on the
+in-memory transport). Each connector package (`simulated`, `rest`): `config`, `handler`
+(request -> answers), `agency` (the runnable agency around an `AgencyConnector`).
 """
 
 from __future__ import annotations

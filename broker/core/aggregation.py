@@ -133,6 +133,8 @@ class SubmissionState(BaseModel):
     held: list[AgencyResponse] = []
     # Answers kept for audit that do not count (older versions, late, superseded).
     audit: list[AgencyResponse] = []
+    # Digests of answers refused for this submission, so a re-delivered one changes nothing.
+    refused: list[str] = []
     last_decision_id: str | None = None
     final: bool = False
 
@@ -212,6 +214,8 @@ def _apply_response(
     if response.agency != topic_agency:
         detail = f"payload says agency {response.agency!r} but it came from {topic_agency!r}"
         return [AnswerRefused(response, "agency-mismatch", detail)]
+    if state.refused and _digest(response) in state.refused:
+        return []
     if response.version > state.version and not state.cancelled:
         if response not in state.held:
             state.held.append(response)
@@ -233,9 +237,11 @@ def _count_answer(state: SubmissionState, response: AgencyResponse) -> list[Outp
     route = _route_of(state.plan, response.agency)
     if route is None:
         detail = f"agency {response.agency!r} was not routed version {response.version}"
+        state.refused.append(_digest(response))
         return [AnswerRefused(response, "agency-not-routed", detail)]
     if response.status is AgencyStatus.NOT_CONCERNED and route.requirement is Requirement.REQUIRED:
         detail = f"{response.agency} was routed as required ({', '.join(route.reasons)})"
+        state.refused.append(_digest(response))
         return [AnswerRefused(response, "not-concerned-refused", detail)]
     current = state.answers.get(response.agency)
     if current == response or response in state.audit:
@@ -381,6 +387,20 @@ def _route_of(plan: RoutingPlan, agency: str) -> AgencyRoute | None:
     return next((route for route in plan.agencies if route.agency == agency), None)
 
 
-def _answer_order(response: AgencyResponse) -> tuple[int, datetime, int]:
-    """Latest answer wins by the agency's own answer time, then its sequence (DESIGN §5)."""
-    return (response.version, response.answered_at, response.sequence)
+def _digest(response: AgencyResponse) -> str:
+    return hashlib.sha256(response.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _answer_order(response: AgencyResponse) -> tuple[int, datetime, int, int, str]:
+    """Latest answer wins by the agency's own answer time, then its sequence (DESIGN §5).
+
+    Two different answers with the same time and sequence are an agency's mistake; the worse
+    status, then the content, breaks the tie so the decision never depends on arrival order."""
+    severity = _RANK.get(AgencyState(response.status.value), (0, Outcome.RELEASED))[0]
+    return (
+        response.version,
+        response.answered_at,
+        response.sequence,
+        severity,
+        response.model_dump_json(),
+    )

@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from broker.core.declaration import Declaration
 from broker.gateway.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
+from broker.gateway.views import WebhookRequest
 
 _REF = "#/components/schemas/{model}"
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
@@ -75,6 +76,19 @@ DECLARATION_BODY: dict[str, Any] = {
 }
 
 
+WEBHOOK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/WebhookRequest"},
+                "example": {"url": "https://erp.example.com/swb/decisions"},
+            }
+        },
+    }
+}
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -91,6 +105,7 @@ def install_openapi(app: FastAPI) -> None:
         for name, definition in declaration.pop("$defs", {}).items():
             schemas.setdefault(name, definition)
         schemas["Declaration"] = declaration
+        schemas["WebhookRequest"] = WebhookRequest.model_json_schema(ref_template=_REF)
         schemas["ProblemDetails"] = ProblemDetails.model_json_schema(ref_template=_REF)
         for definition in (
             ProblemDetails.model_json_schema(ref_template=_REF).get("$defs", {}).items()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from broker.gateway.auth import current_trader
@@ -21,11 +21,8 @@ from broker.gateway.idempotency import (
     StoredAnswer,
     request_fingerprint,
 )
-from broker.gateway.openapi import (
-    DECLARATION_BODY,
-    problems,
-)
-from broker.gateway.problems import Problem, invalid
+from broker.gateway.openapi import DECLARATION_BODY, WEBHOOK_BODY, problems
+from broker.gateway.problems import Problem, field_errors, invalid
 from broker.gateway.views import (
     SubmissionAccepted,
     SubmissionView,
@@ -245,10 +242,17 @@ async def events(
     "`Swb-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, t + '.' + body)>`. The secret is "
     "shown only in this answer.",
     responses=problems(401, 409, 413, 422, 503),
+    openapi_extra=WEBHOOK_BODY,
     tags=["webhooks"],
 )
-async def register_webhook(request: Request, trader: Trader, body: WebhookRequest) -> Response:
-    hook = await _state(request).webhooks.register(trader, body.url)
+async def register_webhook(request: Request, trader: Trader) -> Response:
+    # Parsed here, not by FastAPI: any bad body (even bytes that are not UTF-8) is a 422
+    # naming the field, as for declarations.
+    try:
+        wanted = WebhookRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise invalid(field_errors(exc), "The webhook is invalid") from exc
+    hook = await _state(request).webhooks.register(trader, wanted.url)
     created = WebhookCreated(
         webhook_id=hook.webhook_id, url=hook.url, created_at=hook.created_at, secret=hook.secret
     )

@@ -175,7 +175,8 @@ class AggregatorService:
                         agencies={a.agency: a.status.value for a in decision.agencies},
                     )
                 case WithdrawalRequested(request):
-                    pass
+                    topic = self._topics.requests(request.agency)
+                    out.append(Outgoing(topic, self._codec.encode(request), key))
                     self._metrics.agency_requests.labels(request.agency, "WITHDRAWAL").inc()
                 case AnswerRefused(response, reason, detail):
                     log.warning("answer refused", agency=response.agency, reason=reason)
@@ -280,7 +281,7 @@ class AggregatorService:
                 if record.value is None or record.key is None:
                     continue
                 state = SubmissionState.model_validate_json(record.value)
-                continue
+                self._states[state.submission_id] = state
                 self._partition_of[state.submission_id] = partition
                 restored += 1
         for sid, state in self._states.items():

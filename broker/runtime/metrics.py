@@ -15,7 +15,7 @@ from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from broker.core.messages import AGENCY_CODES, Outcome, RequestKind
+from broker.core.messages import AGENCY_CODES, AgencyStatus, Outcome, RequestKind
 
 # Seconds: agencies answer in seconds to days; the broker's own hops in milliseconds.
 _LATENCY_BUCKETS = (
@@ -192,6 +192,8 @@ class Metrics:
             self.overdue_now.labels(agency)
             for kind in RequestKind:
                 self.agency_requests.labels(agency, kind.value)
+            for status in AgencyStatus:
+                self.agency_answers.labels(agency, status.value)
         for outcome in Outcome:
             for final in ("true", "false"):
                 self.decisions.labels(outcome.value, final)

@@ -183,7 +183,7 @@ class RouterService:
                     submission.version == previous.version
                     and submission.payload_sha256 == previous.payload_sha256
                 ):
-                    pass
+                    return None, []  # re-delivered or re-sent: routed already
                 raise Rejected(
                     "stale-version",
                     f"version {submission.version} of {sid} arrived after version "

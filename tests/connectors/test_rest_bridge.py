@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from broker.cli import main
 from broker.core.messages import AgencyStatus
 from broker.runtime.dlq import REASON, header
 from broker.settings import BridgeSettings
@@ -270,3 +272,14 @@ def test_callback_endpoint_needs_a_token() -> None:
 
     with pytest.raises(ValueError, match="CALLBACK_TOKEN"):
         RestBridge("food", settings(callback_port=0), factory)
+
+
+def test_swb_bridge_refuses_to_start_without_an_endpoint_or_a_callback_token() -> None:
+    env = {"SWB_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    runner = CliRunner()
+    no_url = runner.invoke(main, ["bridge", "food"], env=env)
+    assert no_url.exit_code == 2 and "--url" in no_url.output
+    no_token = runner.invoke(
+        main, ["bridge", "food", "--url", "http://x", "--callback-port", "0"], env=env
+    )
+    assert no_token.exit_code == 2 and "--callback-token" in no_token.output

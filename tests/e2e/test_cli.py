@@ -147,7 +147,13 @@ async def test_run_exits_cleanly_when_asked_to_stop(
 ) -> None:
     swb = live_swb(
         ["run"],
-        {"SWB_HTTP_PORT": "0", "SWB_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S)},
+        {
+            "SWB_HTTP_PORT": "0",
+            "SWB_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+            # Tansu holds a group join for half the session timeout: 3 s instead of 5 s.
+            "SWB_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "SWB_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        },
     )
     await swb.start()
     async with asyncio.timeout(60):

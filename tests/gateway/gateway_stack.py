@@ -90,7 +90,12 @@ def gateway_settings(
         partitions=2,
         http_port=0,
         api_keys={KEY_A: TRADER_A, KEY_B: TRADER_B},
-        kafka=KafkaSettings(request_timeout_ms=request_timeout_ms),
+        # Tansu holds a JoinGroup for half the session timeout: 6 s keeps joins at 3 s.
+        kafka=KafkaSettings(
+            request_timeout_ms=request_timeout_ms,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=500,
+        ),
         gateway=GatewaySettings(
             webhook_backoff_initial_s=0.05,
             webhook_backoff_max_s=0.2,

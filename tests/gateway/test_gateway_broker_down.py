@@ -25,7 +25,11 @@ async def test_broker_down_means_503_and_nothing_accepted(
     await broker.start()
     try:
         settings = gateway_settings(
-            broker.bootstrap_servers, topic_prefix, write_timeout_s=2, retry_after_s=7
+            broker.bootstrap_servers,
+            topic_prefix,
+            request_timeout_ms=5000,
+            write_timeout_s=2,
+            retry_after_s=7,
         )
         # Consumers leaving a group whose broker is gone wait for their request timeout.
         stack = await running(settings, flow=False, shutdown_timeout_s=60)

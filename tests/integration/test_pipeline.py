@@ -24,6 +24,7 @@ from helpers import (
     kafka_settings,
     minutes_after,
     new_submission,
+    read_topic,
     requests_by_agency,
     respond,
     statuses,
@@ -41,6 +42,7 @@ from broker.core.messages import (
     AgencyStatus,
     Decision,
     DocumentRequest,
+    InformationPackage,
     Outcome,
     RequestKind,
     RequiredDocument,
@@ -130,26 +132,28 @@ async def test_each_routed_agency_gets_only_its_information_package(pipeline: Pi
 
     requests = await requests_by_agency(pipeline.app)  # all twelve requests topics
     assert {agency for agency, got in requests.items() if got} == MIXED
+    package: dict[str, InformationPackage] = {}
     for agency in MIXED:
         (request,) = requests[agency]
         assert (request.submission_id, request.version) == (sid, 1)
         assert request.kind is RequestKind.REVIEW
         assert request.agency == agency
         assert request.package is not None
-    package = {agency: requests[agency][0].package for agency in MIXED}
+        package[agency] = request.package
 
     def items(agency: str) -> list[int]:
-        return [item.sequence for item in package[agency].items]  # type: ignore[union-attr]
+        return [item.sequence for item in package[agency].items]
 
     assert items("customs") == [BEEF, RIFLE]
     assert items("veterinary") == [BEEF]
     assert items("food") == [BEEF]
     assert items("police") == [RIFLE]
-    assert package["police"].items[0].hs_code.startswith("93")  # type: ignore[union-attr]
+    assert package["police"].items[0].hs_code.startswith("93")
+    assert package["veterinary"].items[0].hs_code.startswith("02")
     # Only customs needs the value of the goods (the rules' package lists).
-    assert package["customs"].invoice is not None  # type: ignore[union-attr]
+    assert package["customs"].invoice is not None
     for agency in ("police", "veterinary", "food"):
-        assert package[agency].invoice is None, agency  # type: ignore[union-attr]
+        assert package[agency].invoice is None, agency
 
 
 class ExpectedDecision:
@@ -298,6 +302,7 @@ async def test_answers_in_any_order_give_one_coordinated_decision(pipeline: Pipe
         assert comparable(other) == comparable(first)
     vet = next(line for line in first.agencies if line.agency == "veterinary")
     assert vet.conditions == ("Keep below -18 °C to the approved cold store",)
+    assert await read_topic(pipeline.app.transport, pipeline.app.topics.dlq) == []
 
 
 async def test_amendment_replaces_the_version(pipeline: Pipeline) -> None:

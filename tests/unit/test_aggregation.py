@@ -314,12 +314,8 @@ def test_answer_time_outranks_sequence() -> None:
         assert run.statuses()["food"] is AgencyState.HOLD
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: two different answers with the same answered_at and sequence are "
-    "ordered by arrival, so the decision depends on delivery order",
-)
 def test_conflicting_answers_with_same_time_and_sequence_do_not_depend_on_arrival() -> None:
+    """The worse status breaks the tie, whatever arrives first."""
     hold = answer("food", S.HOLD, minute=5, sequence=3)
     inspection = answer("food", S.INSPECTION, minute=5, sequence=3)
     outcomes = set()
@@ -329,7 +325,7 @@ def test_conflicting_answers_with_same_time_and_sequence_do_not_depend_on_arriva
         for reply in arrival:
             run.answer(reply)
         outcomes.add(run.last_decision.outcome)
-    assert len(outcomes) == 1
+    assert outcomes == {Outcome.HOLD}
 
 
 # --- answers before their plan ------------------------------------------------------------
@@ -352,16 +348,17 @@ def test_answer_before_plan_is_held_then_applied() -> None:
 
 def test_held_answers_are_applied_in_answer_order() -> None:
     run = Harness()
-    newer = answer("food", S.INSPECTION, minute=9, sequence=2)
-    older = answer("food", S.HOLD, minute=3, sequence=1)
-    run.answer(newer)
-    run.answer(older)
+    oldest = answer("food", S.HOLD, minute=3, sequence=1)
+    middle = answer("food", S.DOCUMENTS_REQUIRED, minute=5, sequence=2)
+    newest = answer("food", S.INSPECTION, minute=9, sequence=3)
+    for early in (oldest, newest, middle):
+        run.answer(early)
     outputs = run.plan(plan("customs", "food"))
     assert run.statuses()["food"] is AgencyState.INSPECTION
-    # Both arrived in time, so both were counted in answer order: the older one was simply
-    # replaced (kept for audit), not reported as an answer that did not count.
+    # All arrived in time, so all were counted in answer order: the older ones were simply
+    # replaced (kept for audit), not reported as answers that did not count.
     assert not_counted(outputs) == []
-    assert run.state.audit == [older]
+    assert run.state.audit == [oldest, middle]
 
 
 def test_held_answers_that_complete_the_decision_give_one_final() -> None:
@@ -399,7 +396,9 @@ def test_answer_from_agency_not_routed_is_refused() -> None:
     assert refused.reason == "agency-not-routed"
     assert refused.response == stray
     assert "police" in refused.detail
-    assert run.state == before  # a rejection from nobody rejects nothing
+    # a rejection from nobody rejects nothing; only its digest is remembered
+    assert run.state.model_copy(update={"refused": []}) == before
+    assert len(run.state.refused) == 1
 
 
 def test_held_answer_from_agency_not_routed_is_refused_when_the_plan_arrives() -> None:
@@ -434,7 +433,7 @@ def test_not_concerned_from_required_agency_is_refused() -> None:
     outputs = run.answer(answer("food", S.NOT_CONCERNED))
     assert refusals(outputs) == ["not-concerned-refused"]
     assert decisions(outputs) == []
-    assert run.state == before
+    assert run.state.model_copy(update={"refused": []}) == before
 
 
 def test_not_concerned_from_may_be_required_agency_drops_out() -> None:
@@ -665,11 +664,6 @@ def test_redelivered_answer_that_did_not_count_is_reported_once() -> None:
     assert run.state.audit.count(cancelled) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: refused answers are not remembered, so a refused answer re-delivered "
-    "after a newer version is re-classified as superseded-version and added to the audit",
-)
 def test_refused_answer_redelivered_after_an_amendment_changes_nothing() -> None:
     run = Harness()
     run.plan(plan("customs"))

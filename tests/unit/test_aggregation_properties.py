@@ -394,10 +394,20 @@ def test_at_most_one_final_decision_per_version(scenario: Scenario) -> None:
             assert finals[0] == len(of_version) - 1, "a decision re-issued after the final one"
     ids = [d.decision_id for d in decisions]
     assert len(ids) == len(set(ids)), "the same decision issued twice"
-    # Nothing counts after the final decision of the current version.
-    outputs = [out for outs in per_step for out in outs]
-    withdrawal_ids = [o.request.request_id for o in outputs if isinstance(o, WithdrawalRequested)]
-    assert len(withdrawal_ids) == len(set(withdrawal_ids))
+    # A rejection withdraws exactly the agencies still working, in the same step.
+    for outs in per_step:
+        for decision in [o.decision for o in outs if isinstance(o, DecisionIssued)]:
+            withdrawn = sorted(o.request.agency for o in outs if isinstance(o, WithdrawalRequested))
+            if decision.final and decision.outcome is Outcome.REJECTED:
+                working = [x.agency for x in decision.agencies if x.status not in TERMINAL_LINES]
+                assert withdrawn == sorted(working)
+            else:
+                assert withdrawn == []
+    # Each agency is reported overdue at most once per version.
+    overdue = [
+        (o.version, o.agency) for outs in per_step for o in outs if isinstance(o, AgencyOverdue)
+    ]
+    assert len(overdue) == len(set(overdue))
 
 
 @PROPERTY_SETTINGS

@@ -88,7 +88,7 @@ def test_negative_mass() -> None:
 
 def test_net_mass_above_gross_mass() -> None:
     messages = _messages(lambda d: d["items"][0].update(net_mass_kg="19200.5"))
-    assert messages == ["items.0: net_mass_kg 19200.5 is above gross_mass_kg 19200.000"]
+    assert messages == ["items.0: net_mass_kg 19200.500 is above gross_mass_kg 19200.000"]
 
 
 def test_duplicate_item_sequence() -> None:

@@ -263,6 +263,7 @@ async def test_duplicates_change_nothing(world: World) -> None:
         lambda: _has_plan(world, other.submission_id), "the next submission is routed"
     )
     assert [p.submission_id for p in await world.plans()] == [sid, other.submission_id]
+    assert await world.records(world.app.topics.dlq) == []  # a retry is no error
     for agency in BEEF:
         assert [r.submission_id for r in await world.requests(agency)] == [
             sid,
@@ -281,6 +282,7 @@ async def test_duplicates_change_nothing(world: World) -> None:
     )
     customs = [statuses(d)["customs"] for d in await world.decisions(sid)]
     assert customs == ["PENDING", "CLEARED", "CLEARED_WITH_CONDITIONS"]
+    assert await world.records(world.app.topics.dlq) == []
 
 
 async def _has_plan(world: World, sid: str) -> bool:
