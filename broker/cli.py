@@ -264,6 +264,35 @@ def demo_command(serve: bool, seed: int, samples_dir: Path | None, timeout: floa
                                          samples_dir=samples_dir, serve=serve, timeout_s=timeout))
 
 
+@main.command("bench")
+@click.option("-n", "count", type=int, default=5000, show_default=True,
+              help="Declarations to submit in each phase.")
+@click.option("--rate", type=float, help="Offered declarations per second (default: flat out).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, no progress bar.")
+@click.option("--partitions", type=int, help="Partitions per topic (SWB_PARTITIONS).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes running the full pipeline in its consumer groups (scale-out).")
+@click.option("--warmup", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Declarations decided before measuring, per phase.")
+@click.option("--no-baseline", is_flag=True, help="Measure the full pipeline only.")
+@click.option("--memory-inflight", type=click.IntRange(min=1),
+              help="Instead: bytes per in-flight submission in the aggregator, with this "
+              "many open against agencies that never answer.")
+def bench_command(count: int, rate: float | None, as_json: bool, partitions: int | None,
+                  workers: int, warmup: int, no_baseline: bool,
+                  memory_inflight: int | None) -> None:
+    """Measure the full pipeline against a bare-Kafka baseline in the same run: decisions/s,
+    submission-to-final-decision latency, CPU per 1,000 decisions, peak RSS (BENCHMARKS.md)."""
+    from broker.bench import BenchOptions, run_bench
+
+    settings = _settings(partitions=partitions, log_level="WARNING")
+    configure_logging(settings.log_format, settings.log_level)
+    options = BenchOptions(count=count, rate=rate, warmup=warmup, baseline=not no_baseline,
+                           workers=workers)
+    _run_async(lambda stopping: run_bench(settings, options, as_json=as_json,
+                                          memory_inflight=memory_inflight))
+
+
 @main.command("top")
 @click.option("--url", help="Metrics endpoint to read (default: SWB_METRICS_PORT on this host, "
               "else the gateway's /metrics on SWB_HTTP_PORT).")

@@ -271,14 +271,15 @@ def render(frame: Frame, url: str, error: str | None = None) -> RenderableType:
             Text(_count(row.overdue_now), style=overdue_style),
             _count(row.overdue_total),
         )
-    parts.append(agencies)
+    parts.append(agencies if frame.agencies else Text("no agency requests yet", style="dim"))
     overdue = frame.overdue_agencies
     parts.append(
         Text(f"OVERDUE: {', '.join(overdue)}", style="bold red")
         if overdue
         else Text("no agency overdue", style="green")
     )
-    parts.append(_breakdown("Final decisions by outcome", "outcome", frame.outcomes))
+    if frame.outcomes:
+        parts.append(_breakdown("Final decisions by outcome", "outcome", frame.outcomes))
     if frame.dlq_reasons:
         parts.append(_breakdown("DLQ by reason", "reason", frame.dlq_reasons))
     if frame.lag_by_group:

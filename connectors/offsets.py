@@ -38,5 +38,10 @@ class OffsetTracker:
                 ready[tp] = offset + 1
         return ready
 
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Partitions taken away in a rebalance: their new owner starts from the last commit."""
+        for tp in partitions:
+            self._pending.pop(tp, None)
+
     def unhandled(self) -> int:
         return sum(not done for offsets in self._pending.values() for done in offsets.values())

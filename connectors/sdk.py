@@ -30,7 +30,7 @@ from broker.core.messages import AgencyRequest, AgencyResponse
 from broker.core.topics import Topics
 from broker.errors import CodecError, TransportError
 from broker.runtime.dlq import dead_letter
-from broker.runtime.transport import Consumer, Outgoing, Record, Transport
+from broker.runtime.transport import Consumer, Outgoing, Record, TopicPartition, Transport
 from connectors.errors import ConnectorError, RequestRefused
 from connectors.offsets import OffsetTracker
 from connectors.parser import parse_request
@@ -100,8 +100,10 @@ class AgencyConnector:
         return self._topics.requests(self.agency)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        consumer = await self._transport.consumer(self._group_id, [self.requests_topic])
         self._offsets, self._lanes, self._in_flight = OffsetTracker(), {}, 0
+        consumer = await self._transport.consumer(
+            self._group_id, [self.requests_topic], on_revoke=self._revoked
+        )
         self.ready.set()
         try:
             async with asyncio.TaskGroup() as lanes:
@@ -158,6 +160,11 @@ class AgencyConnector:
         finally:
             if self._lanes.get(key) is queue:
                 del self._lanes[key]
+
+    async def _revoked(self, partitions: set[TopicPartition]) -> None:
+        """Requests of revoked partitions still in flight finish (their answers are published,
+        duplicates are harmless) but are no longer committed here."""
+        self._offsets.forget(partitions)
 
     async def _commit(self, consumer: Consumer) -> None:
         offsets = self._offsets.committable()

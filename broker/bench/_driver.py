@@ -29,7 +29,7 @@ class Tracker:
     def __init__(self, on_decided: Callable[[int], None] | None = None) -> None:
         self.offered_at: dict[bytes, float] = {}
         self.decided_at: dict[bytes, float] = {}
-        self._on_decided = on_decided
+        self.on_decided = on_decided
         self._waiting: set[bytes] = set()
         self._all_decided = asyncio.Event()
 
@@ -50,8 +50,8 @@ class Tracker:
         self.decided_at[key] = time.perf_counter()
         if key in self._waiting:
             self._waiting.discard(key)
-            if self._on_decided is not None:
-                self._on_decided(1)
+            if self.on_decided is not None:
+                self.on_decided(1)
             if not self._waiting:
                 self._all_decided.set()
 

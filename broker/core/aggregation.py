@@ -288,6 +288,20 @@ def _reissue(state: SubmissionState) -> list[Output]:
     return outputs
 
 
+def last_effects(state: SubmissionState) -> list[Output]:
+    """The outputs of the last decision issued, rebuilt from the state alone.
+
+    The runtime saves the state before publishing its effects; after a crash in between, it
+    publishes these again (same `decision_id`, same withdrawal ids)."""
+    if state.plan is None or state.last_decision_id is None:
+        return []
+    decision = build_decision(state)
+    outputs: list[Output] = [DecisionIssued(decision)]
+    if decision.final and decision.outcome is Outcome.REJECTED:
+        outputs.extend(_withdrawals(state, decision))
+    return outputs
+
+
 def _withdrawals(state: SubmissionState, decision: Decision) -> list[Output]:
     assert state.plan is not None
     rejected_by = [line.agency for line in decision.agencies if line.status is AgencyState.REJECTED]

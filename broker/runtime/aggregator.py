@@ -2,20 +2,29 @@
 
 Reads `sw.routing` and every `sw.agency.<code>.responses` in one consumer group with range
 assignment: the topics are co-partitioned, so a member owns a submission's plan and answers.
-Each batch is handled as: apply events to the pure state machine, write decisions, withdrawals
-and dead letters, then the changed states to the changelog, then commit. A crash anywhere
-replays events onto the last saved state; duplicates are idempotent and a re-issued decision
-carries the same `decision_id`. SLA deadlines live in the state, so they survive restarts.
+Each batch is handled as: apply events to the pure state machine, save the changed states to
+the changelog, then write decisions, withdrawals and dead letters, then commit. Saving first
+matters: events from different topics may be replayed in another order after a crash, and a
+rejection makes finality order-dependent, so an effect is only published once the state that
+produced it is durable. A crash before the save replays events onto the last saved state
+(nothing of theirs was published); a crash after it is repaired on restore, by publishing the
+last decision of every state whose `decision_id` is missing from `sw.decisions` (rebuilt from
+the state, so the same id and content). SLA deadlines live in the state, so they survive
+restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
+import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import structlog
+from pydantic import BaseModel
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from broker.core.aggregation import (
     AgencyOverdue,
@@ -29,6 +38,7 @@ from broker.core.aggregation import (
     ResponseReceived,
     SubmissionState,
     WithdrawalRequested,
+    last_effects,
     new_state,
     step,
 )
@@ -67,6 +77,11 @@ class AggregatorService:
         self._states: dict[str, SubmissionState] = {}
         self._partition_of: dict[str, int] = {}
         self._deadlines: list[tuple[datetime, str]] = []  # heap; stale entries are skipped
+        # The gauges, kept up to date per change: recounting every state per batch costs
+        # O(submissions held) each batch.
+        self._open_count = 0
+        self._overdue_count: dict[str, int] = {}
+        self._verbose = True  # INFO logs on: checked once per batch, not per record
         self._lock = asyncio.Lock()
         self.ready = asyncio.Event()
 
@@ -101,24 +116,36 @@ class AggregatorService:
         out: list[Outgoing] = []
         changed: set[str] = set()
         offsets: dict[TopicPartition, int] = {}
+        self._verbose = _info_enabled()
         for record in records:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            with structlog.contextvars.bound_contextvars(
-                topic=record.topic, partition=record.partition, offset=record.offset
-            ):
+            # bind + reset, not bound_contextvars: that one copies the whole context per call.
+            context = dict(
+                bind_contextvars(
+                    topic=record.topic, partition=record.partition, offset=record.offset
+                )
+            )
+            try:
                 event = self._event_of(record, out)
                 if event is None:
                     continue
                 sid = _submission_of(event)
-                structlog.contextvars.bind_contextvars(submission_id=sid)
+                context.update(bind_contextvars(submission_id=sid))
                 self._partition_of[sid] = record.partition
-                state = self._states.get(sid) or new_state(sid)
+                state = self._states.get(sid)
+                if state is None:
+                    state = _compact_state(new_state(sid))
+                else:
+                    self._count_gauges(state, -1)
                 counted_before = _current_answer(state, event)
                 state, outputs = step(state, event, now)
                 self._states[sid] = state
+                self._count_gauges(state, +1)
                 self._observe_answer(state, event, counted_before)
                 changed.add(sid)
                 out.extend(self._emit(state, outputs, record, now))
+            finally:
+                reset_contextvars(**context)
         await self._publish(out, changed)
         try:
             await consumer.commit(offsets)
@@ -136,13 +163,16 @@ class AggregatorService:
 
         try:
             if record.topic == self._topics.routing:
-                event: Event = PlanReceived(self._codec.decode(record.value or b"", RoutingPlan))
+                plan = _compact_plan(self._codec.decode(record.value or b"", RoutingPlan))
+                event: Event = PlanReceived(plan)
             else:
                 agency = self._topics.agency_of_response_topic(record.topic)
                 if agency is None:
                     refuse("unknown-topic", f"no agency reads {record.topic}")
                     return None
-                response = self._codec.decode(record.value or b"", AgencyResponse)
+                response = _compact_response(
+                    self._codec.decode(record.value or b"", AgencyResponse)
+                )
                 event = ResponseReceived(response, agency)
         except CodecError as exc:
             refuse(exc.reason, str(exc))
@@ -167,13 +197,14 @@ class AggregatorService:
                 case DecisionIssued(decision):
                     out.append(Outgoing(self._topics.decisions, self._codec.encode(decision), key))
                     self._observe_decision(state, decision.final, decision.outcome.value, now)
-                    log.info(
-                        "decision issued",
-                        version=decision.version,
-                        outcome=decision.outcome.value,
-                        final=decision.final,
-                        agencies={a.agency: a.status.value for a in decision.agencies},
-                    )
+                    if self._verbose:  # its arguments cost more than the filtered call
+                        log.info(
+                            "decision issued",
+                            version=decision.version,
+                            outcome=decision.outcome.value,
+                            final=decision.final,
+                            agencies={a.agency: a.status.value for a in decision.agencies},
+                        )
                 case WithdrawalRequested(request):
                     topic = self._topics.requests(request.agency)
                     out.append(Outgoing(topic, self._codec.encode(request), key))
@@ -215,10 +246,8 @@ class AggregatorService:
             )
 
     async def _publish(self, out: list[Outgoing], changed: set[str]) -> None:
-        """Effects first, then the state that remembers them: a crash between the two only
-        repeats effects (same ids), never loses one."""
+        """The changed states first, then their effects (see the module docstring)."""
         producer = self._transport.producer()
-        await producer.send_batch(out)
         changelog = [
             Outgoing(
                 self._topics.aggregator_changelog,
@@ -228,17 +257,29 @@ class AggregatorService:
             for sid in changed
         ]
         await producer.send_batch(changelog)
-        self._refresh_gauges()
+        await producer.send_batch(out)
+        self._set_gauges()
+
+    def _count_gauges(self, state: SubmissionState, sign: int) -> None:
+        """Add (+1) or remove (-1) what one state contributes to the gauges: around every
+        change to it, so the gauges never need a walk over all states."""
+        if state.plan is None or state.final:
+            return
+        self._open_count += sign
+        for agency in state.overdue:
+            self._overdue_count[agency] = self._overdue_count.get(agency, 0) + sign
 
     def _refresh_gauges(self) -> None:
-        open_states = [s for s in self._states.values() if s.plan is not None and not s.final]
-        self._metrics.in_flight.set(len(open_states))
-        overdue: dict[str, int] = {}
-        for state in open_states:
-            for agency in state.overdue:
-                overdue[agency] = overdue.get(agency, 0) + 1
+        """Recount from every state: only when partitions come or go."""
+        self._open_count, self._overdue_count = 0, {}
+        for state in self._states.values():
+            self._count_gauges(state, +1)
+        self._set_gauges()
+
+    def _set_gauges(self) -> None:
+        self._metrics.in_flight.set(self._open_count)
         for agency in self._topics.agencies:
-            self._metrics.overdue_now.labels(agency).set(overdue.get(agency, 0))
+            self._metrics.overdue_now.labels(agency).set(self._overdue_count.get(agency, 0))
 
     # --- deadlines ----------------------------------------------------------------------
 
@@ -257,12 +298,15 @@ class AggregatorService:
     async def _fire_deadlines(self, now: datetime) -> None:
         out: list[Outgoing] = []
         changed: set[str] = set()
+        self._verbose = _info_enabled()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, sid = heapq.heappop(self._deadlines)
             state = self._states.get(sid)
             if state is None:
                 continue  # partition revoked meanwhile
+            self._count_gauges(state, -1)
             state, outputs = step(state, DeadlineTick(), now)
+            self._count_gauges(state, +1)
             if outputs:
                 changed.add(sid)
                 out.extend(self._emit(state, outputs, None, now))
@@ -280,7 +324,9 @@ class AggregatorService:
             for record in await self._transport.read_partition(topic, partition):
                 if record.value is None or record.key is None:
                     continue
-                state = SubmissionState.model_validate_json(record.value)
+                state = _compact_state(SubmissionState.model_validate_json(record.value))
+                if state.plan is not None:
+                    _compact_plan(state.plan)
                 self._states[state.submission_id] = state
                 self._partition_of[state.submission_id] = partition
                 restored += 1
@@ -288,8 +334,34 @@ class AggregatorService:
             deadline = state.next_deadline()
             if deadline is not None and self._partition_of.get(sid) in partitions:
                 heapq.heappush(self._deadlines, (deadline, sid))
+        repaired = await self._republish_unpublished(partitions)
         self._refresh_gauges()
-        log.info("aggregator partitions assigned", partitions=partitions, restored=restored)
+        log.info(
+            "aggregator partitions assigned",
+            partitions=partitions,
+            restored=restored,
+            republished=repaired,
+        )
+
+    async def _republish_unpublished(self, partitions: list[int]) -> int:
+        """Publish the last decision of states saved just before a crash but never published."""
+        published: set[str] = set()
+        for partition in partitions:
+            for record in await self._transport.read_partition(self._topics.decisions, partition):
+                try:
+                    _, decision = self._codec.decode_dict(record.value or b"")
+                except CodecError:
+                    continue
+                published.add(str(decision.get("decision_id")))
+        out: list[Outgoing] = []
+        owned = set(partitions)
+        for sid, state in self._states.items():
+            if self._partition_of.get(sid) not in owned or state.last_decision_id is None:
+                continue
+            if state.last_decision_id not in published:
+                out.extend(self._emit(state, last_effects(state), None, self._clock()))
+        await self._transport.producer().send_batch(out)
+        return len(out)
 
     async def _release(self, revoked: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in revoked}
@@ -297,6 +369,53 @@ class AggregatorService:
             for sid in [s for s, p in self._partition_of.items() if p in partitions]:
                 self._states.pop(sid, None)
                 self._partition_of.pop(sid, None)
+            self._refresh_gauges()
+
+
+def _info_enabled() -> bool:
+    """Whether INFO lines are logged now (they are not at the usual WARNING of `swb bench`)."""
+    enabled = getattr(log.bind(), "is_enabled_for", None)
+    return True if enabled is None else bool(enabled(logging.INFO))
+
+
+#: One `__pydantic_fields_set__` per model class, shared by the instances the aggregator
+#: keeps: a set per instance is ~0.7 KiB, most of an in-flight submission's memory.
+_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
+
+
+def _share_fields_set(model: BaseModel, *, all_set: bool = False) -> None:
+    """Point the model at its class's shared set of every field name. Only where every field
+    counts as set (a decoded record sets them all), or `all_set` for the mutable state, whose
+    set only matters to `exclude_unset`, which nothing uses; adding a name already in the
+    shared set (pydantic does on assignment) changes nothing."""
+    fields = _ALL_FIELDS.get(type(model))
+    if fields is None:
+        fields = _ALL_FIELDS[type(model)] = set(type(model).model_fields)
+    if all_set or model.__pydantic_fields_set__ == fields:
+        object.__setattr__(model, "__pydantic_fields_set__", fields)
+
+
+def _compact_plan(plan: RoutingPlan) -> RoutingPlan:
+    """The same plan in less memory: shared field sets, one string object per agency code,
+    reason and trader (the plan is kept for as long as its submission is open)."""
+    _share_fields_set(plan)
+    plan.__dict__["trader_id"] = sys.intern(plan.trader_id)
+    for route in plan.agencies:
+        _share_fields_set(route)
+        route.__dict__["agency"] = sys.intern(route.agency)
+        route.__dict__["reasons"] = tuple(sys.intern(reason) for reason in route.reasons)
+    return plan
+
+
+def _compact_response(response: AgencyResponse) -> AgencyResponse:
+    _share_fields_set(response)
+    response.__dict__["agency"] = sys.intern(response.agency)
+    return response
+
+
+def _compact_state(state: SubmissionState) -> SubmissionState:
+    _share_fields_set(state, all_set=True)
+    return state
 
 
 def _current_answer(state: SubmissionState, event: Event) -> AgencyResponse | None:

@@ -94,7 +94,6 @@ class LagMonitor:
         self._interval_s = interval_s
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await self._offsets.start()
         try:
             while not stopping.is_set():
                 await self.measure()
@@ -107,14 +106,19 @@ class LagMonitor:
             await self._offsets.stop()
 
     async def measure(self) -> list[PartitionLag]:
-        """One measurement; a cluster that cannot answer is reported, never raised, so the
-        monitor keeps trying while the services it watches ride out the outage."""
+        """One measurement (connecting first if needed). A failure is reported, never raised:
+        the monitor runs beside a role, and must neither stop it nor stop trying while the
+        role rides out a Kafka outage."""
         try:
+            await self._offsets.start()
             lags = await self._measure()
         except TransportError as exc:
             log.warning("consumer lag not measured", error=str(exc))
-            self._metrics.kafka_reachable.set(0)
-            self._metrics.lag_checks.labels("failed").inc()
+            self._failed()
+            return []
+        except Exception:
+            log.exception("consumer lag measurement failed")
+            self._failed()
             return []
         self._metrics.kafka_reachable.set(1)
         self._metrics.lag_checks.labels("ok").inc()
@@ -123,6 +127,10 @@ class LagMonitor:
                 item.lag
             )
         return lags
+
+    def _failed(self) -> None:
+        self._metrics.kafka_reachable.set(0)
+        self._metrics.lag_checks.labels("failed").inc()
 
     async def _measure(self) -> list[PartitionLag]:
         partitions = await self._offsets.partitions(self._topics)

@@ -13,7 +13,9 @@ from broker.core.messages import AgencyRequest, AgencyResponse, AgencyStatus, Re
 from broker.core.topics import Topics
 from broker.runtime.dlq import REASON, SERVICE, SOURCE_OFFSET, SOURCE_TOPIC, header
 from broker.runtime.memory import MemoryTransport
+from broker.runtime.transport import Record, TopicPartition
 from connectors import AgencyConnector, AgencyUnavailable, Backoff, Handler, RequestRefused
+from connectors.offsets import OffsetTracker
 from connectors.simulated import SimulatedAgency, SimulationProfile
 from connectors.testing import ConnectorHarness, review_request, withdrawal_of
 
@@ -254,3 +256,21 @@ async def test_simulated_agency_is_an_sdk_connector_and_answers_deterministicall
             answers += await harness.responses(1)
     assert answers[0] == answers[1]
     assert answers[0].agency == "food"
+
+
+def test_offset_tracker_commits_only_the_handled_prefix_per_partition() -> None:
+    def rec(partition: int, offset: int) -> Record:
+        return Record("t", partition, offset, None, None)
+
+    tracker = OffsetTracker()
+    for record in (rec(0, 5), rec(0, 6), rec(0, 7), rec(1, 0)):
+        tracker.add(record)
+    tracker.done(rec(0, 6))
+    tracker.done(rec(1, 0))
+    assert tracker.committable() == {TopicPartition("t", 1): 1}  # 0/5 still unanswered
+    tracker.done(rec(0, 5))
+    assert tracker.committable() == {TopicPartition("t", 0): 7}
+    assert tracker.unhandled() == 1
+    tracker.forget({TopicPartition("t", 0)})
+    tracker.done(rec(0, 7))
+    assert tracker.committable() == {}

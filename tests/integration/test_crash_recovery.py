@@ -46,7 +46,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
 PARTITIONS = 4
 COUNT = 200
-BEFORE_CRASH = 150  # submitted before the kill; the rest while the broker is down
+BATCH = 10
+IN_FLIGHT = 40  # submissions sent but not yet decided, at most
 FINALS_BEFORE_KILL = 20
 TERMINAL = {"CLEARED", "CLEARED_WITH_CONDITIONS", "REJECTED", "NOT_CONCERNED"}
 
@@ -78,30 +79,48 @@ async def test_kill_9_mid_stream_loses_nothing_and_decides_once(
                 await running.ready()
                 await first.wait_ready(["router", "aggregator"])
 
-            for start in range(0, BEFORE_CRASH, 25):  # a stream of batches, no pause
-                await submit(app, *submissions[start : start + 25])
-            async with asyncio.timeout(60):
-                await wait_until(
-                    lambda: len(decided()) >= FINALS_BEFORE_KILL,
-                    f"{FINALS_BEFORE_KILL} final decisions before the kill",
-                    running,
-                )
-            await first.kill()
-            decided_at_kill = len(decided())
-            # The kill came mid-stream: some submissions decided, others still in flight.
-            assert FINALS_BEFORE_KILL <= decided_at_kill < BEFORE_CRASH
+            # A stream of small batches, kept at most IN_FLIGHT ahead of the final
+            # decisions: it cannot finish before the kill, and it goes on sending while the
+            # process is down until that bound holds it back.
+            sent = 0
 
-            await submit(app, *submissions[BEFORE_CRASH:])
-            second = swb(["run"], env, "swb run (2nd)")
-            await second.start()
-            wanted = {s.submission_id for s in submissions}
-            async with asyncio.timeout(120):
-                await wait_until(
-                    lambda: wanted <= decided(),
-                    f"all {COUNT} submissions have a final decision after the restart",
-                    running,
-                )
-                assert await second.stop() == 0
+            def keeping_up() -> bool:
+                return sent - len(decided()) <= IN_FLIGHT
+
+            async def stream() -> None:
+                nonlocal sent
+                for start in range(0, COUNT, BATCH):
+                    await wait_until(keeping_up, "the broker keeps up")
+                    await submit(app, *submissions[start : start + BATCH])
+                    sent = min(COUNT, start + BATCH)
+
+            streaming = asyncio.create_task(stream())
+            try:
+                async with asyncio.timeout(60):
+                    await wait_until(
+                        lambda: len(decided()) >= FINALS_BEFORE_KILL,
+                        f"{FINALS_BEFORE_KILL} final decisions before the kill",
+                        running,
+                    )
+                await first.kill()
+                # Mid-stream: some submissions decided, more to come.
+                assert len(decided()) >= FINALS_BEFORE_KILL
+                assert sent < COUNT
+
+                second = swb(["run"], env, "swb run (2nd)")
+                await second.start()
+                wanted = {s.submission_id for s in submissions}
+                async with asyncio.timeout(150):
+                    await streaming
+                    await wait_until(
+                        lambda: wanted <= decided(),
+                        f"all {COUNT} submissions have a final decision after the restart",
+                        running,
+                    )
+                    assert await second.stop() == 0
+            finally:
+                streaming.cancel()
+                await asyncio.gather(streaming, return_exceptions=True)
         finally:
             await running.stop()
 

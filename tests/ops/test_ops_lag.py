@@ -37,12 +37,18 @@ class FakeOffsets:
         self.commits = {"swb-router": {A0: 7, A1: 5}, "other": {}}
         self.down = False
         self.started = self.stopped = 0
+        self.running = False
+        self.fail_start = False
 
-    async def start(self) -> None:
-        self.started += 1
+    async def start(self) -> None:  # idempotent, as KafkaGroupOffsets
+        if self.fail_start:
+            raise TransportError("Kafka: could not connect the lag monitor: refused")
+        self.started += 0 if self.running else 1
+        self.running = True
 
     async def stop(self) -> None:
-        self.stopped += 1
+        self.stopped += 1 if self.running else 0
+        self.running = False
 
     def _check(self) -> None:
         if self.down:
@@ -84,8 +90,11 @@ async def test_monitor_exports_lag_and_reachability_and_survives_an_outage() -> 
 
     offsets.down = True
     assert await monitor.measure() == []
+    offsets.fail_start = True  # not even connecting: still reported, not raised
+    assert await monitor.measure() == []
+    offsets.fail_start = False
     assert registry.get_sample_value("swb_kafka_reachable") == 0
-    assert registry.get_sample_value("swb_lag_checks_total", {"result": "failed"}) == 1
+    assert registry.get_sample_value("swb_lag_checks_total", {"result": "failed"}) == 2
 
     offsets.down = False
     offsets.commits["swb-router"][A0] = 10
