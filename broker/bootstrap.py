@@ -29,6 +29,8 @@ from broker.runtime.registry import SchemaRegistryClient
 from broker.runtime.router import RouterService
 from broker.runtime.transport import Transport
 from broker.settings import Settings
+from connectors.customs_risk import CustomsRiskAgency, CustomsRiskConfig
+from connectors.permits import PermitAgency, PermitConfig
 from connectors.rest import RestBridge
 from connectors.sdk import AgencyConnector, Handler
 from connectors.simulated import SimulatedAgency, SimulationProfile
@@ -99,6 +101,22 @@ class App:
         codes = list(agencies) if agencies is not None else list(self.topics.agencies)
         return [SimulatedAgency(code, self.connector, profile) for code in codes]
 
+    def customs_risk_agency(self, config: CustomsRiskConfig | None = None) -> CustomsRiskAgency:
+        """Customs answering by risk lane (risk profiles as data, AEO relief, random selection)."""
+        return CustomsRiskAgency(self.connector, config)
+
+    def permit_agency(self, agency: str, config: PermitConfig | None = None) -> PermitAgency:
+        """An agency that issues permits and writes them off (`<prefix>.permits`)."""
+        return PermitAgency(
+            agency,
+            self.connector,
+            self.transport,
+            self.codec,
+            self.topics,
+            config,
+            clock=self.clock,
+        )
+
     def gateway(self, *, host: str | None = None, port: int | None = None) -> GatewayService:
         """The trader HTTP gateway (imported here: router-only processes never load FastAPI)."""
         from broker.gateway.service import GatewayService
@@ -168,6 +186,7 @@ async def open_app(
         stack.push_async_callback(transport.stop)
         if create_topics:
             await transport.create_topics(topics.all(), settings.partitions)
+            await transport.create_topics([topics.permits], settings.partitions)
         codec = Codec()
         if settings.schema_registry_url:
             schema_registry = SchemaRegistryClient(settings.schema_registry_url)

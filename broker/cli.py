@@ -272,6 +272,8 @@ def demo_command(serve: bool, seed: int, samples_dir: Path | None, timeout: floa
 @click.option("--partitions", type=int, help="Partitions per topic (SWB_PARTITIONS).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes running the full pipeline in its consumer groups (scale-out).")
+@click.option("--split", default="", help="Roles (router,aggregator,agencies) to run in a "
+              "process of their own instead of this one.")
 @click.option("--warmup", type=click.IntRange(min=1), default=100, show_default=True,
               help="Declarations decided before measuring, per phase.")
 @click.option("--no-baseline", is_flag=True, help="Measure the full pipeline only.")
@@ -279,7 +281,7 @@ def demo_command(serve: bool, seed: int, samples_dir: Path | None, timeout: floa
               help="Instead: bytes per in-flight submission in the aggregator, with this "
               "many open against agencies that never answer.")
 def bench_command(count: int, rate: float | None, as_json: bool, partitions: int | None,
-                  workers: int, warmup: int, no_baseline: bool,
+                  workers: int, split: str, warmup: int, no_baseline: bool,
                   memory_inflight: int | None) -> None:
     """Measure the full pipeline against a bare-Kafka baseline in the same run: decisions/s,
     submission-to-final-decision latency, CPU per 1,000 decisions, peak RSS (BENCHMARKS.md)."""
@@ -287,8 +289,11 @@ def bench_command(count: int, rate: float | None, as_json: bool, partitions: int
 
     settings = _settings(partitions=partitions, log_level="WARNING")
     configure_logging(settings.log_format, settings.log_level)
+    roles = tuple(role for role in split.split(",") if role)
+    if not set(roles) <= {"router", "aggregator", "agencies"}:
+        raise click.UsageError(f"--split takes router, aggregator, agencies; not {split!r}")
     options = BenchOptions(count=count, rate=rate, warmup=warmup, baseline=not no_baseline,
-                           workers=workers)
+                           workers=workers, split=roles)
     _run_async(lambda stopping: run_bench(settings, options, as_json=as_json,
                                           memory_inflight=memory_inflight))
 

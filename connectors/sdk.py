@@ -24,6 +24,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from broker.core.codec import Codec
 from broker.core.messages import AgencyRequest, AgencyResponse
@@ -203,22 +204,30 @@ class AgencyConnector:
 
     async def _handle(self, record: Record) -> _Result:
         """The records to write for one request, and its key once handled (none if refused)."""
-        with structlog.contextvars.bound_contextvars(
-            agency=self.agency, topic=record.topic, partition=record.partition, offset=record.offset
-        ):
-            try:
-                request = parse_request(record, self._codec, self.agency)
-                structlog.contextvars.bind_contextvars(
-                    submission_id=request.submission_id, version=request.version
-                )
-                key = (request.submission_id, request.version, request.kind.value)
-                if key in self._handled:
-                    log.debug("duplicate request skipped", kind=request.kind.value)
-                    return (), []
-                responses = await self._call_handler(request)
-                return (key,), [self._answer(request, response) for response in responses]
-            except RequestRefused as exc:
-                return (), self._refuse(record, exc.reason, str(exc))
+        # bind + reset, not bound_contextvars: that one copies the whole context per call.
+        context = dict(
+            bind_contextvars(
+                agency=self.agency,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        )
+        try:
+            request = parse_request(record, self._codec, self.agency)
+            context.update(
+                bind_contextvars(submission_id=request.submission_id, version=request.version)
+            )
+            key = (request.submission_id, request.version, request.kind.value)
+            if key in self._handled:
+                log.debug("duplicate request skipped", kind=request.kind.value)
+                return (), []
+            responses = await self._call_handler(request)
+            return (key,), [self._answer(request, response) for response in responses]
+        except RequestRefused as exc:
+            return (), self._refuse(record, exc.reason, str(exc))
+        finally:
+            reset_contextvars(**context)
 
     async def _call_handler(self, request: AgencyRequest) -> Sequence[AgencyResponse]:
         """Retry retriable failures with backoff until they succeed or shutdown cancels us."""

@@ -43,7 +43,9 @@ async def run_bench(
             missing = 0
         else:
             phases = await run_phases(settings, options, progress)
-            result = _throughput_result(settings, options, {k: v.as_dict() for k, v in phases.items()})
+            result = _throughput_result(
+                settings, options, {k: v.as_dict() for k, v in phases.items()}
+            )
             missing = sum(p.missing for p in phases.values())
     result["machine"] = {**before, "load_avg_after": machine()["load_avg"]}
     if as_json:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
 __all__ = ["SendBatch", "Tracker", "offer", "percentile"]
 
 #: Sends (key, value) submissions and returns once the broker has acknowledged them.
-SendBatch = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[None]]
+SendBatch = Callable[[Sequence[tuple[bytes, bytes]]], Coroutine[Any, Any, None]]
 
 #: Submissions per producer call when flat out: big enough to batch, small enough that the
 #: pipeline starts work while the rest is still being sent.
@@ -29,6 +30,7 @@ class Tracker:
     def __init__(self, on_decided: Callable[[int], None] | None = None) -> None:
         self.offered_at: dict[bytes, float] = {}
         self.decided_at: dict[bytes, float] = {}
+        self.repeated = 0
         self.on_decided = on_decided
         self._waiting: set[bytes] = set()
         self._all_decided = asyncio.Event()
@@ -45,7 +47,10 @@ class Tracker:
 
     def decided(self, key: bytes | None) -> None:
         """A final decision for `key` was read (repeats, and unknown keys, are ignored)."""
-        if key is None or key in self.decided_at or key not in self.offered_at:
+        if key is None or key not in self.offered_at:
+            return
+        if key in self.decided_at:
+            self.repeated += 1  # a re-delivery (same decision) after a rebalance, say
             return
         self.decided_at[key] = time.perf_counter()
         if key in self._waiting:

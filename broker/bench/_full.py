@@ -38,14 +38,23 @@ def pipeline_services(
     ready: list[asyncio.Event] = []
     if "router" in roles:
         router = RouterService(
-            app.transport, app.codec, app.rules, app.topics, app.metrics, app.clock,
+            app.transport,
+            app.codec,
+            app.rules,
+            app.topics,
+            app.metrics,
+            app.clock,
             group_id=f"{prefix}-router",
         )
         services.append(router.run)
         ready.append(router.ready)
     if "aggregator" in roles:
         aggregator = AggregatorService(
-            app.transport, app.codec, app.topics, app.metrics, app.clock,
+            app.transport,
+            app.codec,
+            app.topics,
+            app.metrics,
+            app.clock,
             group_id=f"{prefix}-aggregator",
             deadline_check_interval_s=app.settings.deadline_check_interval_s,
         )
@@ -55,7 +64,11 @@ def pipeline_services(
 
         def connector(agency: str, handler: Handler) -> AgencyConnector:
             return AgencyConnector(
-                agency, handler, app.transport, app.codec, app.topics,
+                agency,
+                handler,
+                app.transport,
+                app.codec,
+                app.topics,
                 group_id=f"{prefix}-agency-{agency}",
                 graceful_timeout_s=app.settings.shutdown_timeout_s / 2,
             )
@@ -69,7 +82,10 @@ def pipeline_services(
 
 #: The fields in front of `final` in a Decision, and their Avro kinds (string or long).
 _BEFORE_FINAL = (
-    ("decision_id", "s"), ("submission_id", "s"), ("version", "l"), ("trader_id", "s"),
+    ("decision_id", "s"),
+    ("submission_id", "s"),
+    ("version", "l"),
+    ("trader_id", "s"),
     ("outcome", "l"),
 )
 
@@ -139,8 +155,11 @@ async def full_pipeline(
                 [Outgoing(topic, value, key=key) for key, value in items]
             )
 
+        async def follow(stopping: asyncio.Event) -> None:
+            await _follow(app, tracker, stopping)
+
         async with asyncio.TaskGroup() as tasks:
-            for service in [*services, lambda s: _follow(app, tracker, s)]:
+            for service in [*services, follow]:
                 tasks.create_task(service(stopping))
             try:
                 await asyncio.gather(*(event.wait() for event in ready))

@@ -67,54 +67,54 @@ async def measure_memory(
     plans = list(plan_records(inflight, base_list, codec, tag=f"M{run}"))
     prefix = f"bench-{run}-memory"
     advance = progress("memory", inflight)
-    async with broker_for(settings.model_copy(update={"topic_prefix": prefix})) as (s, _):
-        async with open_app(s) as app:
-            aggregator = AggregatorService(
-                app.transport,
-                app.codec,
-                app.topics,
-                app.metrics,
-                app.clock,
-                group_id=f"{prefix}-aggregator",
-                deadline_check_interval_s=s.deadline_check_interval_s,
-            )
-            stopping = asyncio.Event()
-            producer = app.transport.producer()
+    phase_settings = settings.model_copy(update={"topic_prefix": prefix})
+    async with broker_for(phase_settings) as (s, _), open_app(s) as app:
+        aggregator = AggregatorService(
+            app.transport,
+            app.codec,
+            app.topics,
+            app.metrics,
+            app.clock,
+            group_id=f"{prefix}-aggregator",
+            deadline_check_interval_s=s.deadline_check_interval_s,
+        )
+        stopping = asyncio.Event()
+        producer = app.transport.producer()
 
-            async def fill(records: list[tuple[bytes, bytes]], until: int) -> None:
-                for start in range(0, len(records), _CHUNK):
-                    chunk = records[start : start + _CHUNK]
-                    await producer.send_batch(
-                        [Outgoing(app.topics.routing, value, key=key) for key, value in chunk]
+        async def fill(records: list[tuple[bytes, bytes]], until: int) -> None:
+            for start in range(0, len(records), _CHUNK):
+                chunk = records[start : start + _CHUNK]
+                await producer.send_batch(
+                    [Outgoing(app.topics.routing, value, key=key) for key, value in chunk]
+                )
+            deadline = time.monotonic() + 60 + len(records) / 500
+            seen = len(aggregator.states)
+            while len(aggregator.states) < until:
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"memory: the aggregator holds {len(aggregator.states)} of "
+                        f"{until} submissions after {time.monotonic() - deadline:.0f} s"
                     )
-                deadline = time.monotonic() + 60 + len(records) / 500
-                seen = len(aggregator.states)
-                while len(aggregator.states) < until:
-                    if time.monotonic() > deadline:
-                        raise BenchError(
-                            f"memory: the aggregator holds {len(aggregator.states)} of "
-                            f"{until} submissions after {time.monotonic() - deadline:.0f} s"
-                        )
-                    await asyncio.sleep(_POLL_S)
-                    now = len(aggregator.states)
-                    if until > _WARM:
-                        advance(now - seen)
-                    seen = now
+                await asyncio.sleep(_POLL_S)
+                now = len(aggregator.states)
+                if until > _WARM:
+                    advance(now - seen)
+                seen = now
 
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(aggregator.run(stopping))
-                try:
-                    await aggregator.ready.wait()
-                    await fill(warm, _WARM)
-                    gc.collect()
-                    rss_before, held_before = rss_bytes(), deep_size(_held(aggregator))
-                    cpu_before = time.process_time()
-                    await fill(plans, _WARM + inflight)
-                    cpu_s = time.process_time() - cpu_before
-                    gc.collect()
-                    rss_after, held_after = rss_bytes(), deep_size(_held(aggregator))
-                finally:
-                    stopping.set()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(aggregator.run(stopping))
+            try:
+                await aggregator.ready.wait()
+                await fill(warm, _WARM)
+                gc.collect()
+                rss_before, held_before = rss_bytes(), deep_size(_held(aggregator))
+                cpu_before = time.process_time()
+                await fill(plans, _WARM + inflight)
+                cpu_s = time.process_time() - cpu_before
+                gc.collect()
+                rss_after, held_after = rss_bytes(), deep_size(_held(aggregator))
+            finally:
+                stopping.set()
     rss_growth = None if rss_before is None or rss_after is None else rss_after - rss_before
     return {
         "inflight": inflight,

@@ -4,9 +4,9 @@ or fresh topics (a configured Kafka), warmed up, then measured on the same workl
 from __future__ import annotations
 
 import contextlib
-import platform
 import gc
 import os
+import platform
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -44,8 +44,8 @@ class BenchOptions:
     warmup: int = 100
     baseline: bool = True
     full: bool = True
-    workers: int = 1  # processes running the full pipeline, this one included
-    worker_roles: tuple[str, ...] = ROLES
+    workers: int = 1  # processes running the whole pipeline, this one included
+    split: tuple[str, ...] = ()  # roles moved out of this process into one more worker
     timeout_s: float | None = None  # per measured phase; None: from count and rate
 
     def phase_timeout_s(self) -> float:
@@ -69,6 +69,7 @@ class PhaseResult:
     peak_rss_bytes: int | None
     broker_peak_rss_bytes: int | None
     worker_peak_rss_bytes: list[int | None] = field(default_factory=list)
+    repeated_finals: int = 0
 
     @property
     def decisions_per_s(self) -> float:
@@ -95,6 +96,7 @@ class PhaseResult:
         return {
             "decisions": self.decisions,
             "missing": self.missing,
+            "repeated_finals": self.repeated_finals,
             "elapsed_s": r(self.elapsed_s, 3),
             "decisions_per_s": r(self.decisions_per_s, 1),
             "latency_ms": {
@@ -120,9 +122,10 @@ async def broker_for(settings: Settings) -> AsyncIterator[tuple[Settings, int | 
         yield settings, None
         return
     async with EmbeddedBroker() as broker:
-        yield settings.model_copy(
-            update={"kafka_bootstrap_servers": broker.bootstrap_servers}
-        ), broker.pid
+        yield (
+            settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers}),
+            broker.pid,
+        )
 
 
 def _prefix(kind: str) -> str:
@@ -157,12 +160,23 @@ async def run_phases(
                 lookup = {**warm.base_of, **workload.base_of}
                 pipeline = bare_pipeline(phase_settings, tracker, lookup, base_list)
             else:
-                pipeline = full_pipeline(phase_settings, tracker)
+                own = [role for role in ROLES if role not in options.split]
+                pipeline = full_pipeline(phase_settings, tracker, own)
             async with pipeline as send:
-                extra = options.workers - 1 if phase == "full" else 0
-                async with workers(extra, options.worker_roles, phase_settings) as started:
+                extra: list[Sequence[str]] = []
+                if phase == "full":
+                    extra = [ROLES] * (options.workers - 1)
+                    extra += [options.split] if options.split else []
+                async with workers(extra, phase_settings) as started:
                     results[phase] = await _measure(
-                        phase, send, tracker, progress(phase, options.count), warm, workload, options, broker_pid,
+                        phase,
+                        send,
+                        tracker,
+                        progress(phase, options.count),
+                        warm,
+                        workload,
+                        options,
+                        broker_pid,
                         [w.pid for w in started],
                     )
     return results
@@ -194,6 +208,7 @@ async def _measure(
         reset_peak_rss(pid)
     cpu = CpuClock(pids)
     tracker.expect(workload.keys)
+    repeated_before = tracker.repeated
     cpu.start()
     began = time.perf_counter()
     await offer(workload.keys, workload.values, send, tracker, options.rate)
@@ -212,6 +227,7 @@ async def _measure(
         peak_rss_bytes=peak_rss_bytes(None),
         broker_peak_rss_bytes=peak_rss_bytes(broker_pid) if broker_pid else None,
         worker_peak_rss_bytes=[peak_rss_bytes(pid) for pid in worker_pids],
+        repeated_finals=tracker.repeated - repeated_before,
     )
 
 

@@ -53,10 +53,10 @@ class Worker:
 
 @contextlib.asynccontextmanager
 async def workers(
-    count: int, roles: Sequence[str], settings: Settings
+    roles_per_worker: Sequence[Sequence[str]], settings: Settings
 ) -> AsyncIterator[list[Worker]]:
-    """Start `count` workers running `roles` against the broker and prefix of `settings`,
-    wait until they have joined their groups, stop them on exit."""
+    """Start one worker per entry, running those roles against the broker and prefix of
+    `settings`; wait until they have joined their groups, stop them on exit."""
     # The bench's own environment (so SWB_KAFKA__* client settings are the same), with the
     # broker, prefix and partitions this run chose.
     env = {
@@ -68,10 +68,15 @@ async def workers(
     }
     started: list[Worker] = []
     try:
-        for _ in range(count):
+        for roles in roles_per_worker:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "broker.bench._workers", ",".join(roles),
-                env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                sys.executable,
+                "-m",
+                "broker.bench._workers",
+                ",".join(roles),
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
             )
             started.append(Worker(process))
         async with asyncio.timeout(_START_TIMEOUT_S):

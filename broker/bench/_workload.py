@@ -61,7 +61,10 @@ CHANNEL = "bench"
 FANOUT = 3
 #: Instant agencies that always clear (and never disclaim): one answer each, all terminal.
 BENCH_PROFILE = SimulationProfile(
-    seed=7, latency_s=0.0, followup_s=0.0, disclaim_rate=0.0,
+    seed=7,
+    latency_s=0.0,
+    followup_s=0.0,
+    disclaim_rate=0.0,
     proportions=((AgencyStatus.CLEARED, 1.0),),
 )
 
@@ -115,7 +118,10 @@ def _consignment(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any
     start = max(item["sequence"] for item in merged["items"])
     for offset, item in enumerate(second["items"], start=1):
         merged["items"].append({**copy.deepcopy(item), "sequence": start + offset})
-    merged["documents"] = [*merged.get("documents", ()), *copy.deepcopy(second.get("documents", []))]
+    merged["documents"] = [
+        *merged.get("documents", ()),
+        *copy.deepcopy(second.get("documents", [])),
+    ]
     return merged
 
 

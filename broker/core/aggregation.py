@@ -21,6 +21,7 @@ from broker.core.messages import (
     AgencyRoute,
     AgencyState,
     AgencyStatus,
+    ArrivalNotice,
     Decision,
     JointInspection,
     Outcome,
@@ -71,7 +72,14 @@ class DeadlineTick:
     pass
 
 
-Event = PlanReceived | ResponseReceived | DeadlineTick
+@dataclass(frozen=True, slots=True)
+class ArrivalNoticed:
+    """The goods of a (pre-arrival) submission arrived: a release takes effect now."""
+
+    notice: ArrivalNotice
+
+
+Event = PlanReceived | ResponseReceived | DeadlineTick | ArrivalNoticed
 
 
 # --- outputs ------------------------------------------------------------------------------
@@ -80,6 +88,9 @@ Event = PlanReceived | ResponseReceived | DeadlineTick
 @dataclass(frozen=True, slots=True)
 class DecisionIssued:
     decision: Decision
+    # Re-issued because the goods arrived after the version's final decision: not a new
+    # decision on the declaration (latency metrics skip it).
+    on_arrival: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +122,23 @@ class AgencyOverdue:
     agency: str
 
 
-Output = DecisionIssued | WithdrawalRequested | AnswerRefused | AnswerNotCounted | AgencyOverdue
+@dataclass(frozen=True, slots=True)
+class ArrivalRefused:
+    """An arrival notice that breaks the rules (another trader's submission): to the DLQ."""
+
+    notice: ArrivalNotice
+    reason: str
+    detail: str
+
+
+Output = (
+    DecisionIssued
+    | WithdrawalRequested
+    | AnswerRefused
+    | AnswerNotCounted
+    | AgencyOverdue
+    | ArrivalRefused
+)
 
 
 # --- state --------------------------------------------------------------------------------
@@ -137,6 +164,9 @@ class SubmissionState(BaseModel):
     refused: list[str] = []
     last_decision_id: str | None = None
     final: bool = False
+    # The first arrival notice (pre-arrival processing); it outlives amendments: goods arrive
+    # once, whatever version is current.
+    arrival: ArrivalNotice | None = None
 
     @property
     def version(self) -> int:
@@ -180,6 +210,8 @@ def step(
             outputs = _apply_response(state, response, topic_agency)
         case DeadlineTick():
             outputs = _apply_tick(state, now)
+        case ArrivalNoticed(notice):
+            outputs = _apply_arrival(state, notice)
     return state, outputs
 
 
@@ -274,6 +306,32 @@ def _apply_tick(state: SubmissionState, now: datetime) -> list[Output]:
     return outputs + _reissue(state)
 
 
+def _apply_arrival(state: SubmissionState, notice: ArrivalNotice) -> list[Output]:
+    """The first notice counts (re-deliveries and later notices change nothing). A notice
+    before the plan is kept: the plan's first decision carries it. After a final decision the
+    decision is re-issued, still final, with the goods arrived."""
+    plan = state.plan
+    if plan is not None and notice.trader_id != plan.trader_id:
+        detail = f"the notice names trader {notice.trader_id!r}, not the submission's"
+        return [ArrivalRefused(notice, "trader-mismatch", detail)]
+    kept = state.arrival
+    if kept is not None and (plan is None or kept.trader_id == plan.trader_id):
+        return []
+    state.arrival = notice
+    if plan is None:
+        return []
+    was_final = state.final
+    outputs = _reissue(state)
+    if not was_final:
+        return outputs
+    return [
+        DecisionIssued(output.decision, on_arrival=True)
+        if isinstance(output, DecisionIssued)
+        else output
+        for output in outputs
+    ]
+
+
 def _reissue(state: SubmissionState) -> list[Output]:
     """Publish the decision if its content changed; withdraw work after a rejection."""
     decision = build_decision(state)
@@ -337,7 +395,9 @@ def agency_line(state: SubmissionState, route: AgencyRoute) -> AgencyDecision:
         status = AgencyState.OVERDUE
     else:
         status = AgencyState.PENDING
-    return AgencyDecision(
+    # model_construct: every value comes from validated models, so validation would only
+    # copy them (a decision is built on every event: this is the aggregator's hot path).
+    return AgencyDecision.model_construct(
         agency=route.agency,
         requirement=route.requirement,
         status=status,
@@ -364,7 +424,7 @@ def build_decision(state: SubmissionState) -> Decision:
         )
     inspecting = tuple(line.agency for line in lines if line.status is AgencyState.INSPECTION)
     documents = tuple(
-        RequiredDocument(
+        RequiredDocument.model_construct(
             agency=answer.agency,
             type_code=doc.type_code,
             description=doc.description,
@@ -377,7 +437,11 @@ def build_decision(state: SubmissionState) -> Decision:
     times = [plan.planned_at]
     times += [line.answered_at for line in lines if line.answered_at is not None]
     times += [line.deadline for line in lines if line.status is AgencyState.OVERDUE]
-    decision = Decision(
+    arrived_at, release_on_arrival = _arrival_of(state, plan, outcome)
+    if arrived_at is not None and state.arrival is not None:
+        times.append(state.arrival.received_at)
+    joint = JointInspection.model_construct(agencies=inspecting) if inspecting else None
+    decision = Decision.model_construct(
         decision_id="",
         submission_id=plan.submission_id,
         version=plan.version,
@@ -387,14 +451,34 @@ def build_decision(state: SubmissionState) -> Decision:
         decided_at=max(times),
         payload_sha256=plan.payload_sha256,
         agencies=lines,
-        joint_inspection=JointInspection(agencies=inspecting) if inspecting else None,
+        joint_inspection=joint,
         documents_required=documents,
+        submitted_by=plan.submitted_by,
+        received_at=plan.received_at,
+        release_on_arrival=release_on_arrival,
+        arrived_at=arrived_at,
+        shared_with=plan.shared_with,
     )
     content = decision.model_dump_json(exclude={"decision_id"}).encode()
-    return decision.model_copy(update={"decision_id": hashlib.sha256(content).hexdigest()[:32]})
+    # Not yet shared with anyone: set the id in place rather than copy the decision.
+    decision.__dict__["decision_id"] = hashlib.sha256(content).hexdigest()[:32]
+    return decision
 
 
 _RANK_RELEASED = (1, Outcome.RELEASED)
+
+
+def _arrival_of(
+    state: SubmissionState, plan: RoutingPlan, outcome: Outcome
+) -> tuple[datetime | None, bool]:
+    """(arrived_at, release_on_arrival): only a version lodged before arrival waits for its
+    goods, and a rejection or a cancellation releases nothing, so neither shows an arrival."""
+    if not plan.pre_arrival or outcome in (Outcome.REJECTED, Outcome.CANCELLED):
+        return None, False
+    notice = state.arrival
+    if notice is None or notice.trader_id != plan.trader_id:
+        return None, True
+    return notice.arrived_at, False
 
 
 def _route_of(plan: RoutingPlan, agency: str) -> AgencyRoute | None:

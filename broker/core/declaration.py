@@ -198,6 +198,12 @@ class Declaration(Strict):
     invoice: Invoice
     items: tuple[GoodsItem, ...] = Field(min_length=1)
     documents: tuple[AdditionalDocument, ...] = ()
+    ucr: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Z][0-9A-Z./+-]{0,34}$",
+        description="WCO Unique Consignment Reference, e.g. 6DE8123456-SWM20261187: links the "
+        "export and import declarations of one consignment across single windows",
+    )
 
     @field_validator("items")
     @classmethod

@@ -18,6 +18,7 @@ from broker.core.declaration import (
     GoodsItem,
     Invoice,
     Party,
+    Quantity,
     Strict,
     Timestamp,
     Transport,
@@ -121,6 +122,8 @@ class Submission(Strict):
     payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     declaration: Declaration | None = None
     reason: str | None = Field(default=None, max_length=512)
+    # Non-repudiation: who the single window authenticated (the gateway's API-key trader).
+    submitted_by: str | None = Field(default=None, max_length=80)
 
     @model_validator(mode="after")
     def _declaration_matches_kind(self) -> Self:
@@ -132,6 +135,55 @@ class Submission(Strict):
         if self.kind is SubmissionKind.NEW and self.version != 1:
             raise ValueError(f"version: a NEW submission is version 1, not {self.version}")
         return self
+
+
+class PartnerLinkStatus(StrEnum):
+    """Whether a partner's export data was found for an import's UCR (Globally Networked
+    Customs)."""
+
+    LINKED = "LINKED"
+    NOT_RECEIVED = "NOT_RECEIVED"
+    NO_EXCHANGE = "NO_EXCHANGE"
+
+
+class PartnerExport(Strict):
+    """One consignment's export data, shared by the exporting single window with the
+    destination's once the export is finally released; keyed by the UCR on the wire."""
+
+    ucr: str
+    export_country: str
+    destination_country: str
+    export_reference: str
+    version: int = Field(ge=1)
+    customs_office: str
+    exporter: Party | None = None
+    importer: Party | None = None
+    transport: Transport
+    invoice: Invoice
+    items: tuple[GoodsItem, ...]
+    outcome: Outcome
+    released_at: Timestamp
+    decision_id: str
+
+
+class PartnerMismatch(Strict):
+    """One point where an import declaration disagrees with its partner's export data."""
+
+    subject: str
+    exported: str | None = None
+    declared: str | None = None
+    detail: str
+
+
+class PartnerLink(Strict):
+    """What customs' package says about the partner's export data for the import's UCR."""
+
+    ucr: str
+    partner_country: str
+    status: PartnerLinkStatus
+    export: PartnerExport | None = None
+    mismatches: tuple[PartnerMismatch, ...] = ()
+    note: str
 
 
 class InformationPackage(Strict):
@@ -154,6 +206,8 @@ class InformationPackage(Strict):
     invoice: Invoice | None = None
     items: tuple[GoodsItem, ...] = ()
     documents: tuple[AdditionalDocument, ...] = ()
+    ucr: str | None = None
+    partner: PartnerLink | None = None  # customs' package of an import quoting a UCR only
 
 
 class AgencyRequest(Strict):
@@ -214,6 +268,11 @@ class RoutingPlan(Strict):
     planned_at: Timestamp
     payload_sha256: str
     agencies: tuple[AgencyRoute, ...] = ()
+    # Audit: who lodged the version and when, copied from the Submission into the decision.
+    submitted_by: str | None = None
+    received_at: Timestamp | None = None
+    pre_arrival: bool = False  # lodged before the goods arrived: release takes effect on arrival
+    shared_with: str | None = None  # partner country the export is shared with once released
 
 
 class AgencyDecision(Strict):
@@ -255,3 +314,58 @@ class Decision(Strict):
     agencies: tuple[AgencyDecision, ...] = ()
     joint_inspection: JointInspection | None = None
     documents_required: tuple[RequiredDocument, ...] = ()
+    submitted_by: str | None = None
+    received_at: Timestamp | None = None
+    release_on_arrival: bool = False
+    arrived_at: Timestamp | None = None
+    shared_with: str | None = None
+
+
+class ArrivalNotice(Strict):
+    """The goods of a submission lodged before arrival have arrived: its release takes effect."""
+
+    submission_id: str = Field(min_length=1, max_length=80)
+    trader_id: str = Field(min_length=1, max_length=80)
+    arrived_at: Timestamp
+    received_at: Timestamp
+    channel: str = Field(min_length=1, max_length=20)
+    submitted_by: str | None = Field(default=None, max_length=80)
+    means_id: str | None = Field(default=None, max_length=35)
+
+
+class PermitUsage(Strict):
+    """One write-off of a permit by one goods item of one version of a submission (UK DE 2/3,
+    EU CSW-CERTEX). Released (given back) when the version is amended, cancelled or withdrawn;
+    kept as released so a re-delivered request cannot write it off twice."""
+
+    submission_id: str
+    version: int = Field(ge=1)
+    item_sequence: int = Field(ge=1, le=MAX_GOODS_ITEMS)
+    quantity: Quantity
+    written_off_at: Timestamp
+    released_at: Timestamp | None = None
+    release_reason: str | None = None
+
+
+class Permit(Strict):
+    """A licence, permit or certificate with a quantity (LPCO), as its issuing agency keeps it:
+    the permit itself and every write-off against it. The last record per permit id on the
+    permits topic is the permit's current state."""
+
+    permit_id: str = Field(min_length=1, max_length=35)
+    type_code: str = Field(pattern=r"^[A-Z0-9]{4}$")
+    issuing_agency: AgencyCode
+    holder_id: str = Field(min_length=2, max_length=35)
+    hs_prefixes: tuple[str, ...] = Field(min_length=1)
+    unit: str = Field(min_length=1, max_length=8)
+    total_quantity: Quantity
+    valid_from: Timestamp
+    valid_to: Timestamp
+    issued_at: Timestamp
+    usages: tuple[PermitUsage, ...] = ()
+
+    @model_validator(mode="after")
+    def _valid_period(self) -> Self:
+        if self.valid_to <= self.valid_from:
+            raise ValueError(f"valid_to {self.valid_to} is not after valid_from {self.valid_from}")
+        return self

@@ -151,6 +151,7 @@ def information_package(
         invoice=declaration.invoice if "invoice" in package else None,
         items=tuple(item for item in declaration.items if item.sequence in wanted),
         documents=declaration.documents if "documents" in package else (),
+        ucr=declaration.ucr if "ucr" in package else None,
     )
 
 

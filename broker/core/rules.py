@@ -51,6 +51,7 @@ PackageField = Literal[
     "destination_country",
     "invoice",
     "documents",
+    "ucr",
 ]
 PACKAGE_FIELDS: tuple[PackageField, ...] = (
     "declarant",
@@ -61,6 +62,7 @@ PACKAGE_FIELDS: tuple[PackageField, ...] = (
     "destination_country",
     "invoice",
     "documents",
+    "ucr",
 )
 
 

@@ -34,6 +34,13 @@ class Topics:
         """Internal: the aggregator's state per submission, last record per key wins."""
         return f"{self.prefix}.aggregator.changelog"
 
+    @property
+    def permits(self) -> str:
+        """Permits (LPCO) and their write-offs, keyed by permit id, last record per key wins:
+        compact it on Apache Kafka. Not in `all()` (the deployment's topic list): the agencies
+        that issue permits create it (`connectors.permits`)."""
+        return f"{self.prefix}.permits"
+
     def requests(self, agency: str) -> str:
         return f"{self.prefix}.agency.{agency}.requests"
 

@@ -137,11 +137,11 @@ class AggregatorService:
                     state = _compact_state(new_state(sid))
                 else:
                     self._count_gauges(state, -1)
-                counted_before = _current_answer(state, event)
+                answers_before = dict(state.answers)
                 state, outputs = step(state, event, now)
                 self._states[sid] = state
                 self._count_gauges(state, +1)
-                self._observe_answer(state, event, counted_before)
+                self._observe_answers(state, answers_before)
                 changed.add(sid)
                 out.extend(self._emit(state, outputs, record, now))
             finally:
@@ -225,16 +225,19 @@ class AggregatorService:
             heapq.heappush(self._deadlines, (deadline, state.submission_id))
         return out
 
-    def _observe_answer(
-        self, state: SubmissionState, event: Event, before: AgencyResponse | None
+    def _observe_answers(
+        self, state: SubmissionState, before: dict[str, AgencyResponse]
     ) -> None:
-        after = _current_answer(state, event)
-        if after is None or after is before or state.plan is None:
+        """Count every answer that became current, including held ones a plan released."""
+        if state.plan is None:
             return
-        self._metrics.agency_answers.labels(after.agency, after.status.value).inc()
-        self._metrics.answer_latency.labels(after.agency).observe(
-            max(0.0, (after.answered_at - state.plan.planned_at).total_seconds())
-        )
+        for agency, after in state.answers.items():
+            if before.get(agency) is after:
+                continue
+            self._metrics.agency_answers.labels(agency, after.status.value).inc()
+            self._metrics.answer_latency.labels(agency).observe(
+                max(0.0, (after.answered_at - state.plan.planned_at).total_seconds())
+            )
 
     def _observe_decision(
         self, state: SubmissionState, final: bool, outcome: str, now: datetime
@@ -309,7 +312,8 @@ class AggregatorService:
             self._count_gauges(state, +1)
             if outputs:
                 changed.add(sid)
-                out.extend(self._emit(state, outputs, None, now))
+                with structlog.contextvars.bound_contextvars(submission_id=sid):
+                    out.extend(self._emit(state, outputs, None, now))
         if changed:
             await self._publish(out, changed)
 
@@ -416,12 +420,6 @@ def _compact_response(response: AgencyResponse) -> AgencyResponse:
 def _compact_state(state: SubmissionState) -> SubmissionState:
     _share_fields_set(state, all_set=True)
     return state
-
-
-def _current_answer(state: SubmissionState, event: Event) -> AgencyResponse | None:
-    if isinstance(event, ResponseReceived):
-        return state.answers.get(event.response.agency)
-    return None
 
 
 def _submission_of(event: Event) -> str:

@@ -56,14 +56,15 @@ def _translated(action: str) -> Iterator[None]:
 
 
 def _record(message: Any) -> Record:
+    headers = message.headers  # usually empty: skip building a generator for each record
     return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple((name, value or b"") for name, value in message.headers),
-        timestamp_ms=message.timestamp,
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        tuple((name, value or b"") for name, value in headers) if headers else (),
+        message.timestamp,
     )
 
 

@@ -9,11 +9,13 @@ and rebuilds that memory from `sw.routing` itself, whose partitions match its ow
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from broker.core.codec import Codec
 from broker.core.ids import request_id_for
@@ -58,6 +60,12 @@ class RoutedVersion:
             deadlines=tuple(r.deadline for r in plan.agencies),
             cancelled=plan.kind is SubmissionKind.CANCELLATION,
         )
+
+
+def _info_enabled() -> bool:
+    """Whether INFO lines are logged now; checked once per batch, not per record."""
+    enabled = getattr(log.bind(), "is_enabled_for", None)
+    return True if enabled is None else bool(enabled(logging.INFO))
 
 
 class Rejected(Exception):
@@ -116,13 +124,23 @@ class RouterService:
         plans: list[Outgoing] = []
         routed: dict[str, RoutedVersion] = {}
         offsets: dict[TopicPartition, int] = {}
+        verbose = _info_enabled()
         for record in records:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            with structlog.contextvars.bound_contextvars(
-                topic=record.topic, partition=record.partition, offset=record.offset
-            ):
+            # bind + reset, not bound_contextvars: that one copies the whole context per call.
+            context = dict(
+                bind_contextvars(
+                    topic=record.topic, partition=record.partition, offset=record.offset
+                )
+            )
+            try:
                 try:
                     submission = self._decode(record)
+                    context.update(
+                        bind_contextvars(
+                            submission_id=submission.submission_id, version=submission.version
+                        )
+                    )
                     plan, requests = self._route(submission, routed)
                 except Rejected as exc:
                     log.warning("submission refused", reason=exc.reason, error=str(exc))
@@ -140,7 +158,9 @@ class RouterService:
                 )
                 plans.append(Outgoing(self._topics.routing, self._codec.encode(plan), key=key))
                 routed[plan.submission_id] = RoutedVersion.of(plan)
-                self._count(submission, requests)
+                self._count(submission, requests, verbose)
+            finally:
+                reset_contextvars(**context)
         producer = self._transport.producer()
         try:
             await producer.send_batch(first)
@@ -166,9 +186,6 @@ class RouterService:
                 "key-mismatch",
                 f"record key {record.key!r} is not the submission_id {submission.submission_id}",
             )
-        structlog.contextvars.bind_contextvars(
-            submission_id=submission.submission_id, version=submission.version
-        )
         return submission
 
     def _route(
@@ -224,8 +241,9 @@ class RouterService:
             payload_sha256=submission.payload_sha256,
             now=submission.received_at,
         )
+        # model_construct: every value comes from the validated submission and plan.
         requests = [
-            AgencyRequest(
+            AgencyRequest.model_construct(
                 request_id=request_id_for(sid, plan.version, r.agency, RequestKind.REVIEW),
                 submission_id=sid,
                 version=plan.version,
@@ -272,16 +290,17 @@ class RouterService:
             if agency not in keep
         ]
 
-    def _count(self, submission: Submission, requests: list[AgencyRequest]) -> None:
+    def _count(self, submission: Submission, requests: list[AgencyRequest], verbose: bool) -> None:
         self._metrics.submissions.labels(submission.channel, submission.kind.value).inc()
         for request in requests:
             self._metrics.agency_requests.labels(request.agency, request.kind.value).inc()
-        log.info(
-            "submission routed",
-            kind=submission.kind.value,
-            agencies=[r.agency for r in requests if r.kind is RequestKind.REVIEW],
-            withdrawn=[r.agency for r in requests if r.kind is RequestKind.WITHDRAWAL],
-        )
+        if verbose:  # its arguments cost more than the filtered call
+            log.info(
+                "submission routed",
+                kind=submission.kind.value,
+                agencies=[r.agency for r in requests if r.kind is RequestKind.REVIEW],
+                withdrawn=[r.agency for r in requests if r.kind is RequestKind.WITHDRAWAL],
+            )
 
     async def _restore(self, assigned: set[TopicPartition]) -> None:
         """Rebuild the last plan per submission from `sw.routing` for the new partitions."""

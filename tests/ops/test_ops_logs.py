@@ -3,18 +3,23 @@ change naming submission, version, agencies and outcome; no declaration contents
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import structlog
 from ops_support import SAMPLES, memory_pipeline, sample_submissions, send, wait_for
 from structlog.testing import capture_logs
 
+from broker.bootstrap import open_app
+from broker.core.declaration import now_utc
 from broker.runtime.logging import configure_logging
 from broker.runtime.transport import Outgoing
+from broker.settings import Settings
 
 log = structlog.get_logger("swb.test")
 
@@ -124,3 +129,36 @@ async def test_state_changes_are_logged_with_ids_and_outcome_but_no_contents() -
     for name in names:
         for content in declaration_contents(name):
             assert content not in logged, f"declaration content {content!r} was logged"
+
+
+async def test_overdue_lines_carry_the_submission_id() -> None:
+    """An agency that stays silent past its SLA: the lines of that state change still say
+    which submission."""
+    start = now_utc()
+    clock_now = [start]
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as captured:
+        async with open_app(
+            Settings(deadline_check_interval_s=0.01), memory=True, clock=lambda: clock_now[0]
+        ) as app:
+            stopping = asyncio.Event()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(app.router().run(stopping))
+                tasks.create_task(app.aggregator().run(stopping))
+                try:
+                    (submission,) = sample_submissions(app, ["01-cut-flowers-kenya.json"])
+                    await send(app, [submission])
+
+                    async def routed() -> bool:
+                        return any(e["event"] == "decision issued" for e in captured)
+
+                    await wait_for(routed, timeout_s=10, what="the first decision", poll_s=0.01)
+                    clock_now[0] = start + timedelta(days=30)  # every SLA has passed
+
+                    async def overdue() -> bool:
+                        return any(e["event"] == "agency overdue" for e in captured)
+
+                    await wait_for(overdue, timeout_s=10, what="an overdue agency", poll_s=0.01)
+                finally:
+                    stopping.set()
+    lines = [e for e in captured if e["event"] == "agency overdue"]
+    assert all(e.get("submission_id") == submission.submission_id for e in lines), lines

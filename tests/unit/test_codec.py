@@ -30,6 +30,10 @@ SCHEMA_NAMES = (
     *("Requirement", "RequestKind", "InformationPackage", "AgencyStatus", "DocumentRequest"),
     *("AgencyRoute", "AgencyState", "Outcome", "AgencyDecision", "RequiredDocument"),
     "JointInspection",
+    # Border management (issue 8): pre-arrival and partner-customs exchange.
+    *("ArrivalNotice", "PartnerExport", "PartnerLink", "PartnerLinkStatus", "PartnerMismatch"),
+    # Border management (issue 8): permits (LPCO) with quantity write-off.
+    *("Permit", "PermitUsage"),
 )
 
 
