@@ -25,6 +25,7 @@ KAFKA_BINDING = "0.5.0"
 #: What the broker does on each public channel (its point of view), and why.
 _OPERATIONS: dict[str, tuple[str, str]] = {
     "submissions": ("receive", "Receive declarations (gateway or B2B traders)."),
+    "arrivals": ("receive", "Receive arrival notices of declarations lodged before arrival."),
     "agencyRequests": ("send", "Send an agency its information package, or a withdrawal."),
     "agencyResponses": ("receive", "Receive an agency's answers on its own topic."),
     "decisions": ("send", "Publish the coordinated decision, on every change."),

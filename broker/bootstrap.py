@@ -25,6 +25,8 @@ from broker.runtime.lag import KafkaGroupOffsets, LagMonitor
 from broker.runtime.memory import MemoryTransport
 from broker.runtime.metrics import Metrics
 from broker.runtime.metrics_server import MetricsServer
+from broker.runtime.partner_exchange import PartnerExchangeService
+from broker.runtime.partner_inbox import PartnerInbox
 from broker.runtime.registry import SchemaRegistryClient
 from broker.runtime.router import RouterService
 from broker.runtime.transport import Transport
@@ -58,19 +60,51 @@ class App:
     bootstrap_servers: str | None = None
     embedded: EmbeddedBroker | None = None
     instance: str = field(default="")
+    _partner_inbox: PartnerInbox | None = field(default=None, repr=False)
 
-    def router(self) -> RouterService:
+    def router(self, *, group_id: str = "swb-router") -> RouterService:
+        """With partner exchange configured, run `partner_inbox().run` beside it: the
+        router links imports to the export data the inbox has read. `group_id`: another
+        consumer group, for two single windows sharing one Kafka cluster (as in tests)."""
         return RouterService(
-            self.transport, self.codec, self.rules, self.topics, self.metrics, self.clock
+            self.transport,
+            self.codec,
+            self.rules,
+            self.topics,
+            self.metrics,
+            self.clock,
+            group_id=group_id,
+            partner=self.partner_inbox() if self.settings.partner.enabled else None,
         )
 
-    def aggregator(self) -> AggregatorService:
+    def partner_inbox(self) -> PartnerInbox:
+        """The partners' export data by UCR (one per process: the routers share it)."""
+        if self._partner_inbox is None:
+            self._partner_inbox = PartnerInbox(
+                self.transport, self.codec, self.topics, self.settings.partner, self.metrics
+            )
+        return self._partner_inbox
+
+    def partner_exchange(self, *, group_id: str = "swb-partner-exchange") -> PartnerExchangeService:
+        """Shares released exports with the partner single windows (settings.partner)."""
+        return PartnerExchangeService(
+            self.transport,
+            self.codec,
+            self.topics,
+            self.settings.partner,
+            self.metrics,
+            partitions=self.settings.partitions,
+            group_id=group_id,
+        )
+
+    def aggregator(self, *, group_id: str = "swb-aggregator") -> AggregatorService:
         return AggregatorService(
             self.transport,
             self.codec,
             self.topics,
             self.metrics,
             self.clock,
+            group_id=group_id,
             deadline_check_interval_s=self.settings.deadline_check_interval_s,
         )
 
@@ -96,10 +130,19 @@ class App:
         )
 
     def simulated_agencies(
-        self, profile: SimulationProfile, agencies: Iterable[str] | None = None
+        self,
+        profile: SimulationProfile,
+        agencies: Iterable[str] | None = None,
+        *,
+        group_prefix: str = "swb-agency",
     ) -> list[SimulatedAgency]:
+        """`group_prefix`: consumer groups `<prefix>-<code>` (the default is the agencies')."""
         codes = list(agencies) if agencies is not None else list(self.topics.agencies)
-        return [SimulatedAgency(code, self.connector, profile) for code in codes]
+
+        def connector(code: str, handler: Handler) -> AgencyConnector:
+            return self.connector(code, handler, group_id=f"{group_prefix}-{code}")
+
+        return [SimulatedAgency(code, connector, profile) for code in codes]
 
     def customs_risk_agency(self, config: CustomsRiskConfig | None = None) -> CustomsRiskAgency:
         """Customs answering by risk lane (risk profiles as data, AEO relief, random selection)."""
@@ -212,15 +255,27 @@ async def run_until_stopped(
     shutdown_timeout_s: float,
 ) -> None:
     """Run services until `stopping` is set, then give them `shutdown_timeout_s` to finish the
-    batch in hand, commit and close; cancel whatever is left after that."""
+    batch in hand, commit and close; cancel whatever is left after that (a warning, not a
+    failure: what was not committed is redone by the next run)."""
 
     async def watchdog() -> None:
         await stopping.wait()
         await asyncio.sleep(shutdown_timeout_s)
-        raise TimeoutError(f"services did not stop within {shutdown_timeout_s} s")
+        late = [run for run in runs if not run.done()]
+        if late:
+            log.warning(
+                "services did not stop in time; cancelled",
+                timeout_s=shutdown_timeout_s,
+                services=[run.get_name() for run in late],
+            )
+            for run in late:
+                run.cancel()
 
     async with asyncio.TaskGroup() as tasks:
-        runs = [tasks.create_task(service(stopping)) for service in services]
+        runs = [
+            tasks.create_task(service(stopping), name=getattr(service, "__qualname__", None))
+            for service in services
+        ]
         guard = tasks.create_task(watchdog())
         await asyncio.wait(runs, return_when=asyncio.ALL_COMPLETED)
         guard.cancel()

@@ -108,14 +108,18 @@ def route_command(file: Path, rules_file: Path | None, trader: str) -> None:
 
 
 @main.command("run")
-@click.option("--role", type=click.Choice(["all", "router", "aggregator", "gateway"]),
+@click.option("--role", type=click.Choice(["all", "router", "aggregator", "gateway", "partner"]),
               default="all",
-              show_default=True, help="Run one role to scale it apart in its consumer group.")
+              show_default=True, help="Run one role to scale it apart in its consumer group "
+              "(partner: share released exports with partner single windows, SWB_PARTNER__*).")
 @click.option("--partitions", type=int, help="Partitions per topic (SWB_PARTITIONS).")
 def run_command(role: str, partitions: int | None) -> None:
     """Run the broker until SIGTERM/SIGINT (embedded Kafka unless
     SWB_KAFKA_BOOTSTRAP_SERVERS is set)."""
     settings = _settings(partitions=partitions)
+    if role == "partner" and not settings.partner.enabled:
+        raise click.UsageError("the partner role needs SWB_PARTNER__COUNTRY and "
+                               "SWB_PARTNER__PARTNERS (partner country -> its topic prefix)")
     configure_logging(settings.log_format, settings.log_level)
 
     async def serve(stopping: asyncio.Event) -> None:
@@ -125,6 +129,10 @@ def run_command(role: str, partitions: int | None) -> None:
             services = []
             if role in ("all", "router"):
                 services.append(app.router().run)
+                if settings.partner.enabled:  # the partners' export data the router links
+                    services.append(app.partner_inbox().run)
+            if role in ("all", "partner") and settings.partner.enabled:
+                services.append(app.partner_exchange().run)
             if role in ("all", "aggregator"):
                 services.append(app.aggregator().run)
             if role in ("all", "gateway"):
@@ -219,6 +227,42 @@ def status_command(submission_id: str, url: str | None, api_key: str, as_json: b
     click.echo(describe_submission(answer.body))
 
 
+@main.command("audit")
+@click.argument("submission_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the trail as JSON.")
+def audit_command(submission_id: str, as_json: bool) -> None:
+    """Print a submission's full history from the topics: every version as received (SHA-256,
+    submitter, time), the packages sent to each agency, their answers, the decisions, arrival
+    notices, dead letters and exports shared with partners. Exit 1 when nothing is found."""
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        raise click.UsageError("set SWB_KAFKA_BOOTSTRAP_SERVERS to the broker `swb run` uses")
+
+    async def show(stopping: asyncio.Event) -> int:
+        from broker.audit import dumps, read_audit_trail, render_table
+        from broker.bootstrap import open_app
+
+        async with open_app(settings, create_topics=False) as app:
+            trail = await read_audit_trail(
+                app.transport,
+                app.codec,
+                app.topics,
+                submission_id,
+                partner_countries=list(settings.partner.partners),
+            )
+        if not trail.found:
+            click.echo(
+                f"swb: nothing about {submission_id} on the topics of prefix "
+                f"{settings.topic_prefix!r}",
+                err=True,
+            )
+            return 1
+        click.echo(dumps(trail) if as_json else render_table(trail))
+        return 0
+
+    _run_async(show)
+
+
 @main.command("agency")
 @click.argument("code", type=click.Choice(AGENCY_CODES))
 @click.option("--seed", type=int, default=7, show_default=True)
@@ -226,25 +270,112 @@ def status_command(submission_id: str, url: str | None, api_key: str, as_json: b
               help="Seconds before each first answer.")
 @click.option("--followup", type=float, default=1.0, show_default=True,
               help="Seconds an inspection or a hold takes.")
-def agency_command(code: str, seed: int, latency: float, followup: float) -> None:
+@click.option("--risk", is_flag=True,
+              help="customs only: answer by risk lane (broker/rules/risk_profiles.toml).")
+@click.option("--risk-profiles", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Risk profiles file for --risk (default: the shipped profiles).")
+@click.option("--permits", is_flag=True, help="wildlife, environment or strategic: answer "
+              "from the permit ledger on <prefix>.permits, writing cited permits off.")
+def agency_command(code: str, seed: int, latency: float, followup: float, risk: bool,
+                   risk_profiles: Path | None, permits: bool) -> None:
     """Run a simulated border agency answering its requests topic."""
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
         raise click.UsageError("set SWB_KAFKA_BOOTSTRAP_SERVERS to the broker `swb run` uses")
+    if risk and code != "customs":
+        raise click.UsageError("--risk is customs' risk engine: use it with `swb agency customs`")
+    if permits and code not in ("wildlife", "environment", "strategic"):
+        raise click.UsageError("--permits: only wildlife, environment and strategic issue permits")
     configure_logging(settings.log_format, settings.log_level)
 
     async def serve(stopping: asyncio.Event) -> None:
         from broker.bootstrap import open_app, run_until_stopped
+        from broker.core.risk import load_risk_policy
+        from connectors.customs_risk import CustomsRiskConfig
         from connectors.simulated import SimulationProfile
 
         profile = SimulationProfile(seed=seed, latency_s=latency, followup_s=followup)
         async with open_app(settings) as app:
-            (agency,) = app.simulated_agencies(profile, [code])
+            if risk:
+                config = CustomsRiskConfig(seed=seed, policy=load_risk_policy(risk_profiles),
+                                           latency_s=latency, inspection_s=followup)
+                service = app.customs_risk_agency(config).run
+            elif permits:
+                service = app.permit_agency(code).run
+            else:
+                (agency,) = app.simulated_agencies(profile, [code])
+                service = agency.run
             await run_until_stopped(
-                [agency.run], stopping, shutdown_timeout_s=settings.shutdown_timeout_s
+                [service], stopping, shutdown_timeout_s=settings.shutdown_timeout_s
             )
 
     _run_async(serve)
+
+
+@main.command("risk")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--profiles", "profiles_file", type=click.Path(exists=True, path_type=Path),
+              help="Risk profiles (default: broker/rules/risk_profiles.toml).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--trader", default="demo-trader", show_default=True)
+def risk_command(file: Path, profiles_file: Path | None, seed: int, trader: str) -> None:
+    """Print customs' risk lane for a declaration, and why, without sending anything."""
+    from broker.core.messages import InformationPackage
+    from broker.core.risk import assess, load_risk_policy
+
+    try:
+        policy = load_risk_policy(profiles_file)
+        declaration = Declaration.model_validate_json(file.read_bytes())
+    except SwbError as exc:
+        click.echo(f"swb: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    except ValidationError as exc:
+        for line in validation_messages(exc):
+            click.echo(line, err=True)
+        sys.exit(EXIT_INVALID)
+    fields = set(InformationPackage.model_fields) & set(Declaration.model_fields)
+    package = InformationPackage(**{name: getattr(declaration, name) for name in fields})
+    submission_id = submission_id_for(trader, declaration.lrn)
+    assessment = assess(package, policy, submission_id=submission_id, seed=seed)
+    click.echo(json.dumps({
+        "submission_id": submission_id,
+        "lane": assessment.lane.value,
+        "score": assessment.score,
+        "profiles": [hit.profile.id for hit in assessment.hits],
+        "randomly_selected": assessment.randomly_selected,
+        "reasons": list(assessment.explain()),
+    }, indent=2))
+
+
+@main.command("permits")
+@click.option("--agency", type=click.Choice(["wildlife", "environment", "strategic"]),
+              help="Only this agency's permits.")
+def permits_command(agency: str | None) -> None:
+    """Print every permit on <prefix>.permits with what is left of it."""
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        raise click.UsageError("set SWB_KAFKA_BOOTSTRAP_SERVERS to the broker `swb run` uses")
+
+    async def show(stopping: asyncio.Event) -> None:
+        from broker.bootstrap import open_app
+        from broker.core.permits import amount, remaining
+        from connectors.permits import read_permits
+
+        async with open_app(settings, create_topics=False) as app:
+            found = await read_permits(app.transport, app.codec, app.topics.permits, agency)
+        for permit in found:
+            active = sum(1 for usage in permit.usages if usage.released_at is None)
+            click.echo(
+                f"{permit.permit_id}  {permit.type_code}  {permit.issuing_agency}  holder "
+                f"{permit.holder_id}  {amount(remaining(permit))} of "
+                f"{amount(permit.total_quantity)} {permit.unit} left  "
+                f"({active} write-offs, valid {permit.valid_from:%Y-%m-%d} to "
+                f"{permit.valid_to:%Y-%m-%d})"
+            )
+        if not found:
+            click.echo("no permits")
+
+    _run_async(show)
 
 
 @main.command("demo")

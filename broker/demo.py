@@ -23,6 +23,8 @@ from broker.core.intake import declare
 from broker.core.messages import Decision, RoutingPlan, Submission
 from broker.runtime.transport import Outgoing
 from broker.settings import Settings
+from connectors.customs_risk import CustomsRiskAgency, CustomsRiskConfig
+from connectors.permits import PERMIT_TYPES, PermitAgency, sample_permits
 from connectors.simulated import SimulationProfile
 
 TRADER = "NL123456789000"  # the demo trader's EORI
@@ -76,8 +78,16 @@ async def run_demo(
         settings = settings.model_copy(update={"api_keys": demo_api_keys()})
     async with open_app(settings) as app:
         console.print(f"[bold]Single Window demo[/] — embedded broker at {app.bootstrap_servers}")
-        services = [app.router().run, app.aggregator().run]
-        services += [agency.run for agency in app.simulated_agencies(profile)]
+        # Customs by risk lane; wildlife, environment and strategic write their permits off;
+        # the other agencies are simulated.
+        customs = app.customs_risk_agency(
+            CustomsRiskConfig(seed=seed, latency_s=0.05, inspection_s=0.5)
+        )
+        permit_agencies = [app.permit_agency(code) for code in PERMIT_TYPES]
+        simulated = [c for c in app.topics.agencies if c != "customs" and c not in PERMIT_TYPES]
+        services = [app.router().run, app.aggregator().run, customs.run]
+        services += [agency.run for agency in permit_agencies]
+        services += [agency.run for agency in app.simulated_agencies(profile, simulated)]
         gateway = app.gateway() if serve else None
         if gateway is not None:
             services.append(gateway.run)
@@ -86,8 +96,10 @@ async def run_demo(
             for service in services:
                 tasks.create_task(service(inner_stop))
             try:
+                await _issue_sample_permits(app, permit_agencies)
                 tracked = await _submit_and_follow(app, samples_dir, timeout_s, stopping)
                 _print(console, tracked)
+                _print_lanes_and_permits(console, customs, permit_agencies, tracked)
                 if gateway is not None:
                     await gateway.listening.wait()
                     console.print(f"Trader HTTP API on {gateway.url} (see /docs); demo API keys:")
@@ -210,6 +222,44 @@ def _print(console: Console, tracked: list[Tracked]) -> None:
         if t.submission.version > 1:
             summary += f"  (amended to v{t.submission.version} with the documents asked for)"
         console.print(summary + "\n")
+
+
+async def _issue_sample_permits(app: App, agencies: list[PermitAgency]) -> None:
+    """The permits the samples cite, issued once each agency has restored its ledger."""
+    by_agency = {agency.agency: agency for agency in agencies}
+    for permit in sample_permits(app.clock()):
+        agency = by_agency[permit.issuing_agency]
+        async with asyncio.timeout(30):
+            await agency.restored.wait()
+        await agency.issue(permit)
+
+
+def _print_lanes_and_permits(
+    console: Console,
+    customs: CustomsRiskAgency,
+    permit_agencies: list[PermitAgency],
+    tracked: list[Tracked],
+) -> None:
+    """Customs' lane mix over the samples (latest version of each) and what permits have left."""
+    lanes: dict[str, list[str]] = {}
+    for t in tracked:
+        lane = customs.lane_of(t.submission.submission_id)
+        lanes.setdefault(lane.value if lane else "not assessed", []).append(t.name[:2])
+    mix = ", ".join(
+        f"{lane} {len(names)} ({' '.join(names)})"
+        for lane, names in sorted(lanes.items(), key=lambda item: _LANE_ORDER.get(item[0], 9))
+    )
+    console.print(f"[bold]Customs risk lanes[/] over {len(tracked)} declarations: {mix}")
+    for agency in permit_agencies:
+        for permit in agency.ledger.permits():
+            console.print(
+                f"[bold]Permit[/] {permit.permit_id} ({permit.type_code}, {agency.agency}): "
+                f"{agency.remaining(permit.permit_id).normalize():f} of "
+                f"{permit.total_quantity.normalize():f} {permit.unit} left"
+            )
+
+
+_LANE_ORDER = {"green": 0, "blue": 1, "yellow": 2, "red": 3}
 
 
 def _route_reasons(t: Tracked, agency: str) -> tuple[str, ...]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -88,6 +90,37 @@ class BridgeSettings(BaseModel):
     callback_url: str | None = None  # advertised to the agency in X-SWB-Callback-URL
 
 
+class PartnerSettings(BaseModel):
+    """Partner-customs exchange (Globally Networked Customs): SWB_PARTNER__<NAME> overrides.
+
+    `country` is this single window's ISO 3166-1 alpha-2 code; `partners` maps each partner
+    country to the topic prefix its single window publishes under on this Kafka cluster (its
+    own, or mirrored here). Released exports to a partner are shared on
+    `<prefix>.partner.exchange.<partner>`; the router reads
+    `<partner prefix>.partner.exchange.<country>` to link imports. Empty: no exchange."""
+
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    partners: dict[str, str] = Field(default_factory=dict)
+    # Differences between export and import accepted before customs is shown a mismatch:
+    # relative net mass (packing, moisture) and relative value (same currency only).
+    mass_tolerance: Decimal = Field(default=Decimal("0.02"), ge=0, le=1)
+    value_tolerance: Decimal = Field(default=Decimal("0.05"), ge=0, le=1)
+
+    @field_validator("partners")
+    @classmethod
+    def _partner_codes(cls, partners: dict[str, str]) -> dict[str, str]:
+        for country, prefix in partners.items():
+            if not re.fullmatch(r"[A-Z]{2}", country):
+                raise ValueError(f"partner {country!r}: use an ISO 3166-1 alpha-2 code, e.g. IN")
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", prefix):
+                raise ValueError(f"partner {country}: {prefix!r} is not a topic prefix")
+        return partners
+
+    @property
+    def enabled(self) -> bool:
+        return self.country is not None and bool(self.partners)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SWB_", env_nested_delimiter="__", extra="ignore", frozen=True
@@ -119,3 +152,4 @@ class Settings(BaseSettings):
     api_keys: dict[str, str] = Field(default_factory=dict)
     gateway: GatewaySettings = GatewaySettings()
     bridge: BridgeSettings = BridgeSettings()
+    partner: PartnerSettings = PartnerSettings()

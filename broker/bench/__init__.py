@@ -75,6 +75,7 @@ def _throughput_result(
             "warmup": options.warmup,
             "partitions": settings.partitions,
             "workers": options.workers,
+            "split": list(options.split),
             "agencies_per_declaration": float(FANOUT),
             "fetch_max_wait_ms": settings.kafka.fetch_max_wait_ms,
             "linger_ms": settings.kafka.linger_ms,

@@ -31,6 +31,7 @@ class Tracker:
         self.offered_at: dict[bytes, float] = {}
         self.decided_at: dict[bytes, float] = {}
         self.repeated = 0
+        self.records = 0  # decision records read, interim ones included
         self.on_decided = on_decided
         self._waiting: set[bytes] = set()
         self._all_decided = asyncio.Event()
@@ -45,8 +46,13 @@ class Tracker:
     def offered(self, key: bytes, at: float) -> None:
         self.offered_at.setdefault(key, at)
 
+    def interim(self) -> None:
+        """A decision that is not final yet was read."""
+        self.records += 1
+
     def decided(self, key: bytes | None) -> None:
         """A final decision for `key` was read (repeats, and unknown keys, are ignored)."""
+        self.records += 1
         if key is None or key not in self.offered_at:
             return
         if key in self.decided_at:

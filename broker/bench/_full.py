@@ -135,6 +135,8 @@ async def _follow(app: App, tracker: Tracker, stopping: asyncio.Event) -> None:
             for record in await consumer.getmany(timeout_ms=100):
                 if is_final(record.value or b""):
                     tracker.decided(record.key)
+                else:
+                    tracker.interim()
     finally:
         await consumer.stop()
 

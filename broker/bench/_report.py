@@ -67,7 +67,8 @@ def render(result: dict[str, Any], console: Console) -> None:
         phases["full"] = result
     if result.get("baseline"):
         phases["baseline"] = result["baseline"]
-    table = Table(title=_title(result), title_justify="left")
+    console.print(_title(result))
+    table = Table()
     table.add_column("")
     for phase in phases:
         table.add_column(phase, justify="right")
@@ -95,5 +96,7 @@ def _title(result: dict[str, Any]) -> str:
     return (
         f"swb bench: {config['n']:,} declarations, {rate}, {config['partitions']} partitions, "
         f"{config['agencies_per_declaration']:.1f} agencies each, "
-        f"{config['workers']} pipeline process(es); load {result['machine']['load_avg']}"
+        f"{config['workers'] + bool(config['split'])} pipeline process(es)"
+        + (f" ({', '.join(config['split'])} apart)" if config["split"] else "")
+        + f"; load {result['machine']['load_avg']}"
     )

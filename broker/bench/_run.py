@@ -70,6 +70,7 @@ class PhaseResult:
     broker_peak_rss_bytes: int | None
     worker_peak_rss_bytes: list[int | None] = field(default_factory=list)
     repeated_finals: int = 0
+    decision_records: int = 0  # read by the trader, interim decisions included
 
     @property
     def decisions_per_s(self) -> float:
@@ -97,6 +98,9 @@ class PhaseResult:
             "decisions": self.decisions,
             "missing": self.missing,
             "repeated_finals": self.repeated_finals,
+            "decision_records_per_submission": round(self.decision_records / self.decisions, 2)
+            if self.decisions
+            else None,
             "elapsed_s": r(self.elapsed_s, 3),
             "decisions_per_s": r(self.decisions_per_s, 1),
             "latency_ms": {
@@ -156,29 +160,35 @@ async def run_phases(
         async with broker_for(phase_settings) as (phase_settings, broker_pid):
             tracker = Tracker()
             pipeline: AbstractAsyncContextManager[SendBatch]
+            extra: list[Sequence[str]] = []
             if phase == "baseline":
+                # The bare agencies can run apart like the pipeline's (they need no
+                # workload); the bare router and aggregator stay here (they do).
+                apart = [role for role in options.split if role == "agencies"]
+                own = [role for role in ROLES if role not in apart]
                 lookup = {**warm.base_of, **workload.base_of}
-                pipeline = bare_pipeline(phase_settings, tracker, lookup, base_list)
+                pipeline = bare_pipeline(phase_settings, tracker, lookup, base_list, own)
+                extra = [apart] if apart else []
             else:
                 own = [role for role in ROLES if role not in options.split]
                 pipeline = full_pipeline(phase_settings, tracker, own)
-            async with pipeline as send:
-                extra: list[Sequence[str]] = []
-                if phase == "full":
-                    extra = [ROLES] * (options.workers - 1)
-                    extra += [options.split] if options.split else []
-                async with workers(extra, phase_settings) as started:
-                    results[phase] = await _measure(
-                        phase,
-                        send,
-                        tracker,
-                        progress(phase, options.count),
-                        warm,
-                        workload,
-                        options,
-                        broker_pid,
-                        [w.pid for w in started],
-                    )
+                extra = [ROLES] * (options.workers - 1)
+                extra += [options.split] if options.split else []
+            async with (
+                pipeline as send,
+                workers(extra, phase_settings, bare=phase == "baseline") as started,
+            ):
+                results[phase] = await _measure(
+                    phase,
+                    send,
+                    tracker,
+                    progress(phase, options.count),
+                    warm,
+                    workload,
+                    options,
+                    broker_pid,
+                    [w.pid for w in started],
+                )
     return results
 
 
@@ -202,13 +212,15 @@ async def _measure(
         )
     gc.collect()
     tracker.on_decided = progress
-    pids: dict[str, int | None] = {"bench": None, "broker": broker_pid}
+    pids: dict[str, int | None] = {"bench": None}  # None: this process
+    if broker_pid is not None:  # embedded: its CPU is ours to count
+        pids["broker"] = broker_pid
     pids.update({f"worker{n}": pid for n, pid in enumerate(worker_pids, start=1)})
     for pid in pids.values():
         reset_peak_rss(pid)
     cpu = CpuClock(pids)
     tracker.expect(workload.keys)
-    repeated_before = tracker.repeated
+    repeated_before, records_before = tracker.repeated, tracker.records
     cpu.start()
     began = time.perf_counter()
     await offer(workload.keys, workload.values, send, tracker, options.rate)
@@ -228,6 +240,7 @@ async def _measure(
         broker_peak_rss_bytes=peak_rss_bytes(broker_pid) if broker_pid else None,
         worker_peak_rss_bytes=[peak_rss_bytes(pid) for pid in worker_pids],
         repeated_finals=tracker.repeated - repeated_before,
+        decision_records=tracker.records - records_before,
     )
 
 

@@ -1,7 +1,7 @@
 """Scale-out workers: more processes running the pipeline's services in the bench's consumer
 groups, so Kafka splits the partitions between them (`swb bench --workers N`).
 
-A worker is `python -m broker.bench._workers ROLES` with the bench's broker and topic prefix
+A worker is `python -m broker.bench._worker_process ROLES` with the bench's broker and topic prefix
 in its environment. It prints `ready` once its consumers have joined their groups and stops
 when its stdin closes, which also happens when the bench dies: no orphan keeps running.
 """
@@ -53,7 +53,7 @@ class Worker:
 
 @contextlib.asynccontextmanager
 async def workers(
-    roles_per_worker: Sequence[Sequence[str]], settings: Settings
+    roles_per_worker: Sequence[Sequence[str]], settings: Settings, *, bare: bool = False
 ) -> AsyncIterator[list[Worker]]:
     """Start one worker per entry, running those roles against the broker and prefix of
     `settings`; wait until they have joined their groups, stop them on exit."""
@@ -72,8 +72,9 @@ async def workers(
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "broker.bench._workers",
+                "broker.bench._worker_process",
                 ",".join(roles),
+                *(["--bare"] if bare else []),
                 env=env,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -84,39 +85,3 @@ async def workers(
         yield started
     finally:
         await asyncio.gather(*(worker.stop() for worker in started))
-
-
-async def _serve(roles: Sequence[str]) -> None:
-    from broker.bench._full import pipeline_services
-    from broker.bootstrap import open_app
-
-    settings = Settings()
-    loop = asyncio.get_running_loop()
-    stdin_closed = asyncio.Event()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    async def watch_stdin() -> None:
-        await reader.read()
-        stdin_closed.set()
-
-    async with open_app(settings, create_topics=False) as app:
-        services, ready = pipeline_services(app, roles)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(watch_stdin())
-            for service in services:
-                tasks.create_task(service(stdin_closed))
-            await asyncio.gather(*(event.wait() for event in ready))
-            sys.stdout.write("ready\n")
-            sys.stdout.flush()
-
-
-def main() -> None:
-    from broker.runtime.logging import configure_logging
-
-    configure_logging("json", "WARNING")
-    asyncio.run(_serve(sys.argv[1].split(",")))
-
-
-if __name__ == "__main__":
-    main()

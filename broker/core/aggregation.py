@@ -424,7 +424,7 @@ def build_decision(state: SubmissionState) -> Decision:
         )
     inspecting = tuple(line.agency for line in lines if line.status is AgencyState.INSPECTION)
     documents = tuple(
-        RequiredDocument.model_construct(
+        RequiredDocument(
             agency=answer.agency,
             type_code=doc.type_code,
             description=doc.description,
@@ -440,8 +440,8 @@ def build_decision(state: SubmissionState) -> Decision:
     arrived_at, release_on_arrival = _arrival_of(state, plan, outcome)
     if arrived_at is not None and state.arrival is not None:
         times.append(state.arrival.received_at)
-    joint = JointInspection.model_construct(agencies=inspecting) if inspecting else None
-    decision = Decision.model_construct(
+    joint = JointInspection(agencies=inspecting) if inspecting else None
+    decision = Decision(
         decision_id="",
         submission_id=plan.submission_id,
         version=plan.version,

@@ -17,10 +17,13 @@ def declare(
     now: datetime,
     version: int = 1,
     submission_id: str | None = None,
+    submitted_by: str | None = None,
 ) -> Submission:
     """A new declaration (version 1) or an amendment (version > 1) from the JSON the trader sent.
 
-    Raises pydantic.ValidationError naming the field when the declaration is invalid."""
+    `submitted_by` is the identity the channel authenticated (non-repudiation: recorded with
+    the payload's SHA-256 and the time received). Raises pydantic.ValidationError naming the
+    field when the declaration is invalid."""
     declaration = Declaration.model_validate_json(payload)
     return Submission(
         submission_id=submission_id or submission_id_for(trader_id, declaration.lrn),
@@ -31,11 +34,19 @@ def declare(
         received_at=now,
         payload_sha256=payload_sha256(payload),
         declaration=declaration,
+        submitted_by=submitted_by,
     )
 
 
 def cancel(
-    submission_id: str, *, version: int, trader_id: str, channel: str, now: datetime, reason: str
+    submission_id: str,
+    *,
+    version: int,
+    trader_id: str,
+    channel: str,
+    now: datetime,
+    reason: str,
+    submitted_by: str | None = None,
 ) -> Submission:
     return Submission(
         submission_id=submission_id,
@@ -46,4 +57,5 @@ def cancel(
         received_at=now,
         payload_sha256=payload_sha256(reason.encode()),
         reason=reason,
+        submitted_by=submitted_by,
     )

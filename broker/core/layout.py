@@ -61,6 +61,18 @@ def channels(topics: Topics) -> tuple[Channel, ...]:
             "given a principal of their own), read by the router.",
         ),
         Channel(
+            "arrivals",
+            topics.arrivals,
+            "ArrivalNotice",
+            writers=("gateway",),
+            readers=("aggregator", "gateway"),
+            summary="Arrival notices: the goods of a declaration lodged before arrival arrived.",
+            description="Keyed by submission_id; co-partitioned with the flow. The first notice "
+            "per submission counts: the decision is re-issued with `arrived_at` and the "
+            "release takes effect. Written by the HTTP gateway (POST "
+            "/v1/submissions/{id}/arrival) and B2B traders given a principal of their own.",
+        ),
+        Channel(
             "routing",
             topics.routing,
             "RoutingPlan",

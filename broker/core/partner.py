@@ -267,13 +267,14 @@ def mismatches(
             )
             continue
         if _differs(out.net_mass_kg, into.net_mass_kg, mass_tolerance):
+            change = _percent(out.net_mass_kg, into.net_mass_kg)
             found.append(
                 PartnerMismatch(
                     subject=f"{subject} net_mass_kg",
                     exported=str(out.net_mass_kg),
                     declared=str(into.net_mass_kg),
                     detail=f"HS {hs6} net mass {into.net_mass_kg} kg declared, "
-                    f"{out.net_mass_kg} kg exported ({_percent(out.net_mass_kg, into.net_mass_kg)})",
+                    f"{out.net_mass_kg} kg exported ({change})",
                 )
             )
         if (

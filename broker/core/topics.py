@@ -30,6 +30,16 @@ class Topics:
         return f"{self.prefix}.dlq"
 
     @property
+    def arrivals(self) -> str:
+        """Arrival notices of submissions lodged before their goods arrived (flow topic)."""
+        return f"{self.prefix}.arrivals"
+
+    def partner_exchange(self, destination: str) -> str:
+        """The export data this single window shares with `destination`'s, keyed by UCR.
+        Not a flow topic: read whole by the partner, so its partition count is free."""
+        return f"{self.prefix}.partner.exchange.{destination.lower()}"
+
+    @property
     def aggregator_changelog(self) -> str:
         """Internal: the aggregator's state per submission, last record per key wins."""
         return f"{self.prefix}.aggregator.changelog"
@@ -37,8 +47,8 @@ class Topics:
     @property
     def permits(self) -> str:
         """Permits (LPCO) and their write-offs, keyed by permit id, last record per key wins:
-        compact it on Apache Kafka. Not in `all()` (the deployment's topic list): the agencies
-        that issue permits create it (`connectors.permits`)."""
+        compact it on Apache Kafka. Not in `all()` (the deployment's flow topics): `open_app`
+        and the permit-issuing agencies (`connectors.permits`) create it."""
         return f"{self.prefix}.permits"
 
     def requests(self, agency: str) -> str:
@@ -60,7 +70,7 @@ class Topics:
 
     def all(self) -> list[str]:
         """Every topic the broker uses, all with the same partition count."""
-        names = [self.submissions, self.routing, self.decisions, self.dlq]
+        names = [self.submissions, self.routing, self.decisions, self.dlq, self.arrivals]
         names.append(self.aggregator_changelog)
         for code in self.agencies:
             names += [self.requests(code), self.responses(code)]

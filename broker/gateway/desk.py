@@ -18,16 +18,22 @@ from datetime import datetime
 import structlog
 from pydantic import ValidationError
 
+from broker.core.arrival import notice_of_arrival
 from broker.core.codec import Codec
 from broker.core.ids import submission_id_for
 from broker.core.intake import cancel, declare
-from broker.core.messages import Submission, SubmissionKind
+from broker.core.messages import ArrivalNotice, Submission, SubmissionKind
 from broker.core.topics import Topics
 from broker.errors import CodecError, TransportError
 from broker.gateway.idempotency import KeyedLocks
 from broker.gateway.problems import Problem, field_errors, invalid
 from broker.gateway.read_model import ReadModel, SubmissionEntry
-from broker.gateway.views import SubmissionAccepted, status_url
+from broker.gateway.views import (
+    ArrivalAccepted,
+    ArrivalRequest,
+    SubmissionAccepted,
+    status_url,
+)
 from broker.runtime.transport import Outgoing, Producer
 
 log = structlog.get_logger("swb.gateway")
@@ -163,9 +169,61 @@ class SubmissionDesk:
                 channel=CHANNEL,
                 now=self._clock(),
                 reason=reason,
+                submitted_by=trader_id,
             )
             await self._write(submission, headers)
         return accepted(submission)
+
+    async def arrive(
+        self, trader_id: str, submission_id: str, body: bytes
+    ) -> tuple[ArrivalAccepted, bool]:
+        """The goods of a submission arrived: an `ArrivalNotice` on `sw.arrivals`, after which
+        the aggregator re-issues the decision with the release in effect. The first notice
+        counts: a repeated one answers it again and writes nothing (second value False)."""
+        self.entry_of(trader_id, submission_id)
+        try:
+            wanted = ArrivalRequest.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            raise invalid(field_errors(exc), "The arrival notice is invalid") from exc
+        async with self._locks.hold(submission_id):
+            entry = self.entry_of(trader_id, submission_id)
+            if entry.arrival is not None:
+                return _arrival_accepted(entry.arrival), False
+            refused = entry.arrival_refused_because()
+            if refused is not None:
+                raise Problem(
+                    409,
+                    "arrival-not-awaited",
+                    "No arrival is awaited for this submission",
+                    refused,
+                    rule="an arrival notice completes a declaration lodged before its goods "
+                    "arrived, until its decision takes effect on arrival",
+                    submission_id=submission_id,
+                    status_url=status_url(submission_id),
+                )
+            try:
+                notice = notice_of_arrival(
+                    submission_id,
+                    trader_id=trader_id,
+                    channel=CHANNEL,
+                    received_at=self._clock(),
+                    arrived_at=wanted.arrived_at,
+                    submitted_by=trader_id,
+                    means_id=wanted.means_id,
+                )
+            except ValueError as exc:
+                raise invalid([{"field": "arrived_at", "message": str(exc)}]) from exc
+            await self._produce(
+                Outgoing(
+                    self._topics.arrivals,
+                    self._codec.encode(notice),
+                    key=submission_id.encode(),
+                ),
+                submission_id,
+            )
+            self._read_model.apply_arrival(notice)
+        log.info("arrival accepted", submission_id=submission_id)
+        return _arrival_accepted(notice), True
 
     # -- internals -------------------------------------------------------------------------
 
@@ -180,6 +238,7 @@ class SubmissionDesk:
                 now=self._clock(),
                 version=version,
                 submission_id=submission_id,
+                submitted_by=trader_id,  # the API key's trader: non-repudiation
             )
         except ValidationError as exc:
             raise invalid(field_errors(exc), "The declaration is invalid") from exc
@@ -211,14 +270,26 @@ class SubmissionDesk:
             key=submission.submission_id.encode(),
             headers=tuple(headers),
         )
+        await self._produce(record, submission.submission_id, submission.version)
+        self._read_model.apply_submission(submission)
+        log.info(
+            "submission accepted",
+            submission_id=submission.submission_id,
+            version=submission.version,
+            kind=submission.kind.value,
+        )
+
+    async def _produce(self, record: Outgoing, submission_id: str, version: int = 0) -> None:
+        """Write once acknowledged (acks=all), or answer 503 with nothing recorded."""
         try:
             async with asyncio.timeout(self._write_timeout_s):
                 await self._producer.send_batch([record])
         except (TransportError, TimeoutError) as exc:
             log.warning(
                 "write not acknowledged",
-                submission_id=submission.submission_id,
-                version=submission.version,
+                submission_id=submission_id,
+                version=version,
+                topic=record.topic,
                 error=str(exc) or type(exc).__name__,
             )
             raise Problem(
@@ -229,10 +300,12 @@ class SubmissionDesk:
                 "seconds (with the same Idempotency-Key)",
                 headers={"Retry-After": str(self._retry_after_s)},
             ) from exc
-        self._read_model.apply_submission(submission)
-        log.info(
-            "submission accepted",
-            submission_id=submission.submission_id,
-            version=submission.version,
-            kind=submission.kind.value,
-        )
+
+
+def _arrival_accepted(notice: ArrivalNotice) -> ArrivalAccepted:
+    return ArrivalAccepted(
+        submission_id=notice.submission_id,
+        arrived_at=notice.arrived_at,
+        received_at=notice.received_at,
+        status_url=status_url(notice.submission_id),
+    )

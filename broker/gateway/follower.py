@@ -1,8 +1,9 @@
 """Keeps the read model, the idempotency store and the webhook registry up to date.
 
-At start it reads every partition of `sw.submissions`, `sw.routing`, `sw.decisions` and the
-webhooks topic from the beginning (one partition number at a time, evicting finished
-submissions as it goes, so the peak stays near the bound), then follows them with a consumer
+At start it reads every partition of `sw.submissions`, `sw.routing`, `sw.decisions`,
+`sw.arrivals` and the webhooks topic from the beginning (one partition number at a time,
+evicting finished submissions as it goes, so the peak stays near the bound), then follows them
+with a consumer
 in a group of its own: every gateway replica sees every partition. The consumer also starts
 from the beginning and skips what the rebuild already applied. Ready once rebuilt and
 assigned.
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 import structlog
 
 from broker.core.codec import Codec
-from broker.core.messages import Decision, RoutingPlan, Submission
+from broker.core.messages import ArrivalNotice, Decision, RoutingPlan, Submission
 from broker.core.topics import Topics
 from broker.errors import CodecError
 from broker.gateway.idempotency import (
@@ -62,7 +63,12 @@ class ReadModelFollower:
 
     @property
     def flow_topics(self) -> list[str]:
-        return [self._topics.submissions, self._topics.routing, self._topics.decisions]
+        return [
+            self._topics.submissions,
+            self._topics.routing,
+            self._topics.decisions,
+            self._topics.arrivals,
+        ]
 
     async def run(self, stopping: asyncio.Event) -> None:
         ends = await self.rebuild()
@@ -130,6 +136,9 @@ class ReadModelFollower:
                 self._read_model.apply_decision(self._codec.decode(record.value or b"", Decision))
             elif record.topic == topics.routing:
                 self._read_model.apply_plan(self._codec.decode(record.value or b"", RoutingPlan))
+            elif record.topic == topics.arrivals:
+                notice = self._codec.decode(record.value or b"", ArrivalNotice)
+                self._read_model.apply_arrival(notice)
             elif record.topic == topics.submissions:
                 submission = self._codec.decode(record.value or b"", Submission)
                 self._read_model.apply_submission(submission)

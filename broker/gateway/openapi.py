@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from broker.core.declaration import Declaration
 from broker.gateway.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
-from broker.gateway.views import WebhookRequest
+from broker.gateway.views import ArrivalRequest, WebhookRequest
 
 _REF = "#/components/schemas/{model}"
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
@@ -89,6 +89,19 @@ WEBHOOK_BODY: dict[str, Any] = {
 }
 
 
+ARRIVAL_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/ArrivalRequest"},
+                "example": {"arrived_at": "2026-12-02T06:10:00Z", "means_id": "IMO9321483"},
+            }
+        },
+    }
+}
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -106,6 +119,7 @@ def install_openapi(app: FastAPI) -> None:
             schemas.setdefault(name, definition)
         schemas["Declaration"] = declaration
         schemas["WebhookRequest"] = WebhookRequest.model_json_schema(ref_template=_REF)
+        schemas["ArrivalRequest"] = ArrivalRequest.model_json_schema(ref_template=_REF)
         schemas["ProblemDetails"] = ProblemDetails.model_json_schema(ref_template=_REF)
         for definition in (
             ProblemDetails.model_json_schema(ref_template=_REF).get("$defs", {}).items()

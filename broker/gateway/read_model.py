@@ -17,7 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from broker.core.messages import Decision, Outcome, RoutingPlan, Submission, SubmissionKind
+from broker.core.messages import (
+    ArrivalNotice,
+    Decision,
+    Outcome,
+    RoutingPlan,
+    Submission,
+    SubmissionKind,
+)
 from broker.gateway.views import DecisionView, SubmissionView, VersionView, status_url
 
 
@@ -27,6 +34,7 @@ class VersionEntry:
     kind: SubmissionKind | None = None
     received_at: datetime | None = None
     payload_sha256: str | None = None
+    submitted_by: str | None = None
     routed_at: datetime | None = None
     agencies: tuple[str, ...] = ()
 
@@ -38,6 +46,7 @@ class SubmissionEntry:
     lrn: str | None = None
     versions: dict[int, VersionEntry] = field(default_factory=dict)
     decision: Decision | None = None
+    arrival: ArrivalNotice | None = None  # the first one counts, as in the aggregator
 
     @property
     def latest_version(self) -> int:
@@ -89,6 +98,23 @@ class SubmissionEntry:
             )
         return None
 
+    def arrival_refused_because(self) -> str | None:
+        """Why an arrival notice makes no sense for this submission, or None. Before its
+        first decision the gateway cannot tell whether the goods are awaited: it accepts."""
+        if self.cancelled:
+            return "the submission was cancelled: no goods are released on arrival"
+        decision = self.decision
+        if decision is None or decision.version != self.latest_version:
+            return None
+        if decision.release_on_arrival or decision.arrived_at is not None:
+            return None
+        if decision.outcome is Outcome.REJECTED:
+            return f"version {decision.version} was rejected: nothing is released on arrival"
+        return (
+            f"version {decision.version} was lodged after the goods arrived: its release "
+            "does not wait for an arrival notice"
+        )
+
     def view(self) -> SubmissionView:
         refused = self.change_refused_because()
         url = status_url(self.submission_id)
@@ -106,13 +132,16 @@ class SubmissionEntry:
                     kind=v.kind,
                     received_at=v.received_at,
                     payload_sha256=v.payload_sha256,
+                    submitted_by=v.submitted_by,
                     routed_at=v.routed_at,
                     agencies=v.agencies,
                 )
                 for _, v in sorted(self.versions.items())
             ),
+            arrived_at=self.arrival.arrived_at if self.arrival else None,
             status_url=url,
             events_url=f"{url}/events",
+            arrival_url=f"{url}/arrival",
         )
 
 
@@ -187,6 +216,7 @@ class ReadModel:
                 version.kind = submission.kind
                 version.received_at = submission.received_at
                 version.payload_sha256 = submission.payload_sha256
+                version.submitted_by = submission.submitted_by
 
     def apply_plan(self, plan: RoutingPlan) -> None:
         with self._changing(plan.submission_id, plan.trader_id) as entry:
@@ -196,6 +226,12 @@ class ReadModel:
             if version.payload_sha256 is None:
                 version.kind = plan.kind
                 version.payload_sha256 = plan.payload_sha256
+
+    def apply_arrival(self, notice: ArrivalNotice) -> None:
+        """The first notice for a submission counts (the aggregator keeps the same one)."""
+        with self._changing(notice.submission_id, notice.trader_id) as entry:
+            if entry.arrival is None and entry.trader_id == notice.trader_id:
+                entry.arrival = notice
 
     def apply_decision(self, decision: Decision) -> bool:
         """True when the decision changed what the trader sees (re-deliveries do not)."""

@@ -21,9 +21,10 @@ from broker.gateway.idempotency import (
     StoredAnswer,
     request_fingerprint,
 )
-from broker.gateway.openapi import DECLARATION_BODY, WEBHOOK_BODY, problems
+from broker.gateway.openapi import ARRIVAL_BODY, DECLARATION_BODY, WEBHOOK_BODY, problems
 from broker.gateway.problems import Problem, field_errors, invalid
 from broker.gateway.views import (
+    ArrivalAccepted,
     SubmissionAccepted,
     SubmissionView,
     WebhookCreated,
@@ -194,6 +195,29 @@ async def cancel(
         key,
         lambda headers: state.desk.cancel(trader, submission_id, reason, headers),
     )
+
+
+@router.post(
+    "/v1/submissions/{submission_id}/arrival",
+    status_code=202,
+    response_model=ArrivalAccepted,
+    summary="The goods arrived: a release decided before arrival takes effect",
+    description="For a declaration lodged before its goods arrived (its decision says "
+    "`release_on_arrival`). Answers 202 once the broker acknowledged the notice; the decision "
+    "is then re-issued with `arrived_at`. The first notice counts: sending it again answers "
+    "the recorded arrival (`Idempotent-Replayed: true`) and writes nothing. 409 when no "
+    "arrival is awaited (cancelled, rejected, or lodged after arrival).",
+    responses={202: {"headers": _ACCEPTED_HEADERS}, **problems(401, 404, 409, 413, 422, 503)},
+    openapi_extra=ARRIVAL_BODY,
+    tags=["submissions"],
+)
+async def arrival(request: Request, trader: Trader, submission_id: SubmissionId) -> Response:
+    state = _state(request)
+    accepted, written = await state.desk.arrive(trader, submission_id, await request.body())
+    headers = {"Location": accepted.status_url}
+    if not written:
+        headers["Idempotent-Replayed"] = "true"
+    return _json(accepted, 202, **headers)
 
 
 @router.get(

@@ -24,6 +24,16 @@ def describe_submission(view: dict[str, Any]) -> str:
         inspection = decision.get("joint_inspection")
         if inspection:
             lines.append("  joint inspection: " + ", ".join(inspection["agencies"]))
+        if decision.get("release_on_arrival"):
+            lines.append(
+                "  lodged before arrival: the release takes effect once the goods arrive "
+                f"(POST {view.get('arrival_url') or 'the arrival'})"
+            )
+        if decision.get("arrived_at"):
+            lines.append(f"  goods arrived {decision['arrived_at']}: the decision is in effect")
+        if decision.get("shared_with"):
+            lines.append(f"  shared with the single window of {decision['shared_with']} "
+                         "once released")
         for doc in decision.get("documents_required") or ():
             lines.append(
                 f"  document required: {doc['type_code']} {doc['description']} "
@@ -35,8 +45,9 @@ def describe_submission(view: dict[str, Any]) -> str:
         lines.append(f"  no more changes: {view.get('changes_refused_because')}")
     for version in view.get("versions", ()):
         agencies = ", ".join(version.get("agencies") or ()) or "-"
+        by = f" by {version['submitted_by']}" if version.get("submitted_by") else ""
         lines.append(
             f"  v{version['version']} {version.get('kind') or '?'} received "
-            f"{version.get('received_at') or '?'} routed to {agencies}"
+            f"{version.get('received_at') or '?'}{by} routed to {agencies}"
         )
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from broker.core.declaration import Timestamp
 from broker.core.messages import (
     AgencyDecision,
     Decision,
@@ -52,6 +53,28 @@ class DecisionView(View):
     agencies: tuple[AgencyDecision, ...] = ()
     joint_inspection: JointInspection | None = None
     documents_required: tuple[RequiredDocument, ...] = ()
+    release_on_arrival: bool = Field(
+        default=False,
+        description="lodged before the goods arrived and not arrived yet: the release takes "
+        "effect once you POST the arrival (or the terminal reports it)",
+    )
+    arrived_at: datetime | None = Field(
+        default=None, description="when the goods arrived (pre-arrival declarations)"
+    )
+    submitted_by: str | None = Field(
+        default=None, description="who lodged the version decided on, as authenticated"
+    )
+    received_at: datetime | None = Field(
+        default=None, description="when the single window received the version decided on"
+    )
+    payload_sha256: str | None = Field(
+        default=None, description="SHA-256 of the body of the version decided on, as received"
+    )
+    shared_with: str | None = Field(
+        default=None,
+        description="the partner country's single window this export is shared with once "
+        "released (Globally Networked Customs)",
+    )
 
     @classmethod
     def of(cls, decision: Decision) -> DecisionView:
@@ -64,6 +87,12 @@ class DecisionView(View):
             agencies=decision.agencies,
             joint_inspection=decision.joint_inspection,
             documents_required=decision.documents_required,
+            release_on_arrival=decision.release_on_arrival,
+            arrived_at=decision.arrived_at,
+            submitted_by=decision.submitted_by,
+            received_at=decision.received_at,
+            payload_sha256=decision.payload_sha256,
+            shared_with=decision.shared_with,
         )
 
 
@@ -74,6 +103,7 @@ class VersionView(View):
     kind: SubmissionKind | None = Field(default=None, examples=[SubmissionKind.NEW])
     received_at: datetime | None = None
     payload_sha256: str | None = Field(default=None, description="SHA-256 of the body as sent")
+    submitted_by: str | None = Field(default=None, description="who sent it, as authenticated")
     routed_at: datetime | None = None
     agencies: tuple[str, ...] = Field(default=(), examples=[("customs", "veterinary", "food")])
 
@@ -93,8 +123,43 @@ class SubmissionView(View):
         default=None, description="the latest decision; null until the first one is issued"
     )
     versions: tuple[VersionView, ...] = ()
+    arrived_at: datetime | None = Field(
+        default=None, description="when the goods arrived, once an arrival notice was accepted"
+    )
     status_url: str = Field(examples=[_STATUS_URL_EXAMPLE])
     events_url: str = Field(examples=[_STATUS_URL_EXAMPLE + "/events"])
+    arrival_url: str = Field(
+        examples=[_STATUS_URL_EXAMPLE + "/arrival"],
+        description="POST here when the goods of a declaration lodged before arrival arrive",
+    )
+
+
+class ArrivalRequest(BaseModel):
+    """The goods arrived. Without `arrived_at`, they arrived when the gateway received this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arrived_at: Timestamp | None = Field(
+        default=None,
+        description="when the goods arrived, with a time zone; not in the future",
+        examples=["2026-12-02T06:10:00Z"],
+    )
+    means_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=35,
+        description="the means of transport that arrived (vessel IMO, flight, plate)",
+        examples=["IMO9321483"],
+    )
+
+
+class ArrivalAccepted(View):
+    """The arrival is recorded (acks=all); the decision is re-issued with `arrived_at`."""
+
+    submission_id: str = Field(examples=[SUBMISSION_ID_EXAMPLE])
+    arrived_at: datetime
+    received_at: datetime
+    status_url: str = Field(examples=[_STATUS_URL_EXAMPLE])
 
 
 class WebhookRequest(BaseModel):

@@ -30,6 +30,8 @@ from broker.core.aggregation import (
     AgencyOverdue,
     AnswerNotCounted,
     AnswerRefused,
+    ArrivalNoticed,
+    ArrivalRefused,
     DeadlineTick,
     DecisionIssued,
     Event,
@@ -43,7 +45,7 @@ from broker.core.aggregation import (
     step,
 )
 from broker.core.codec import Codec
-from broker.core.messages import AgencyResponse, RoutingPlan
+from broker.core.messages import AgencyResponse, ArrivalNotice, RoutingPlan
 from broker.core.topics import Topics
 from broker.errors import CodecError
 from broker.runtime.dlq import dead_letter
@@ -83,6 +85,9 @@ class AggregatorService:
         self._overdue_count: dict[str, int] = {}
         self._verbose = True  # INFO logs on: checked once per batch, not per record
         self._lock = asyncio.Lock()
+        # Partitions whose states are restored and not revoked since: records of any other
+        # partition are not ours to apply (see `_restore` and `_release`).
+        self._owned: set[int] = set()
         self.ready = asyncio.Event()
 
     @property
@@ -92,7 +97,7 @@ class AggregatorService:
     async def run(self, stopping: asyncio.Event) -> None:
         consumer = await self._transport.consumer(
             self._group_id,
-            [self._topics.routing, *self._topics.all_responses()],
+            [self._topics.routing, self._topics.arrivals, *self._topics.all_responses()],
             on_assign=self._restore,
             on_revoke=self._release,
         )
@@ -104,7 +109,10 @@ class AggregatorService:
                     records = await consumer.getmany(timeout_ms=100)
                     if records:
                         async with self._lock:
-                            await self._process(consumer, records)
+                            # Fetched before a revoke: left, uncommitted, to the new owner.
+                            records = [r for r in records if r.partition in self._owned]
+                            if records:
+                                await self._process(consumer, records)
         finally:
             await consumer.stop()
 
@@ -165,6 +173,8 @@ class AggregatorService:
             if record.topic == self._topics.routing:
                 plan = _compact_plan(self._codec.decode(record.value or b"", RoutingPlan))
                 event: Event = PlanReceived(plan)
+            elif record.topic == self._topics.arrivals:
+                event = ArrivalNoticed(self._codec.decode(record.value or b"", ArrivalNotice))
             else:
                 agency = self._topics.agency_of_response_topic(record.topic)
                 if agency is None:
@@ -194,9 +204,11 @@ class AggregatorService:
         key = state.submission_id.encode()
         for output in outputs:
             match output:
-                case DecisionIssued(decision):
+                case DecisionIssued(decision, on_arrival):
                     out.append(Outgoing(self._topics.decisions, self._codec.encode(decision), key))
-                    self._observe_decision(state, decision.final, decision.outcome.value, now)
+                    self._observe_decision(
+                        state, decision.final, decision.outcome.value, now, latency=not on_arrival
+                    )
                     if self._verbose:  # its arguments cost more than the filtered call
                         log.info(
                             "decision issued",
@@ -217,6 +229,11 @@ class AggregatorService:
                 case AnswerNotCounted(response, reason):
                     log.info("answer kept for audit", agency=response.agency, reason=reason)
                     self._metrics.answers_not_counted.labels(response.agency, reason).inc()
+                case ArrivalRefused(_, reason, detail):
+                    log.warning("arrival notice refused", reason=reason)
+                    self._metrics.dlq.labels(reason, SERVICE).inc()
+                    if record is not None:
+                        out.append(dead_letter(self._topics.dlq, record, reason, detail, SERVICE))
                 case AgencyOverdue(_, version, agency):
                     log.warning("agency overdue", version=version, agency=agency)
                     self._metrics.overdue.labels(agency).inc()
@@ -240,10 +257,18 @@ class AggregatorService:
             )
 
     def _observe_decision(
-        self, state: SubmissionState, final: bool, outcome: str, now: datetime
+        self,
+        state: SubmissionState,
+        final: bool,
+        outcome: str,
+        now: datetime,
+        *,
+        latency: bool = True,
     ) -> None:
+        """`latency=False` for a final decision re-issued when the goods arrived: the version
+        was decided earlier, and its arrival days later is not decision latency."""
         self._metrics.decisions.labels(outcome, str(final).lower()).inc()
-        if final and state.plan is not None:
+        if final and latency and state.plan is not None:
             self._metrics.decision_latency.observe(
                 max(0.0, (now - state.plan.planned_at).total_seconds())
             )
@@ -320,7 +345,15 @@ class AggregatorService:
     # --- partitions ---------------------------------------------------------------------
 
     async def _restore(self, assigned: set[TopicPartition]) -> None:
-        """Load the last saved state of every submission in the newly owned partitions."""
+        """Load the last saved state of every submission in the newly owned partitions.
+
+        Under the lock: aiokafka hands out the new partitions before it awaits this callback,
+        so `getmany` may already return their records; they must wait for the states."""
+        async with self._lock:
+            await self._restore_states(assigned)
+            self._owned.update(tp.partition for tp in assigned)
+
+    async def _restore_states(self, assigned: set[TopicPartition]) -> None:
         partitions = sorted({tp.partition for tp in assigned})
         topic = self._topics.aggregator_changelog
         restored = 0
@@ -370,6 +403,7 @@ class AggregatorService:
     async def _release(self, revoked: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in revoked}
         async with self._lock:  # the batch in hand is published and committed first
+            self._owned.difference_update(partitions)
             for sid in [s for s, p in self._partition_of.items() if p in partitions]:
                 self._states.pop(sid, None)
                 self._partition_of.pop(sid, None)
@@ -404,6 +438,8 @@ def _compact_plan(plan: RoutingPlan) -> RoutingPlan:
     reason and trader (the plan is kept for as long as its submission is open)."""
     _share_fields_set(plan)
     plan.__dict__["trader_id"] = sys.intern(plan.trader_id)
+    if plan.submitted_by is not None:  # the same trader, as authenticated: one string object
+        plan.__dict__["submitted_by"] = sys.intern(plan.submitted_by)
     for route in plan.agencies:
         _share_fields_set(route)
         route.__dict__["agency"] = sys.intern(route.agency)
@@ -428,4 +464,6 @@ def _submission_of(event: Event) -> str:
             return plan.submission_id
         case ResponseReceived(response, _):
             return response.submission_id
+        case ArrivalNoticed(notice):
+            return notice.submission_id
     raise TypeError(f"no submission in {event!r}")

@@ -25,6 +25,7 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.protocol.group import LeaveGroupRequest
 
 from broker.errors import TransportError
@@ -38,7 +39,7 @@ from broker.runtime.transport import (
 )
 from broker.settings import KafkaSettings
 
-__all__ = ["KafkaTransport"]
+__all__ = ["KafkaTransport", "KeyPartitioner"]
 
 log = structlog.get_logger("swb.transport")
 
@@ -53,6 +54,28 @@ def _translated(action: str) -> Iterator[None]:
         yield
     except (KafkaError, ConsumerStoppedError, IllegalOperation, OSError) as exc:
         raise TransportError(f"Kafka: could not {action}: {exc!r}") from exc
+
+
+class KeyPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key, modulo the partition count: the same
+    partition as every Kafka client picks), remembering the hashes of recent keys. One
+    submission's records (requests, plan, responses, decisions, changelog) share its key, and
+    murmur2 is pure Python: 3.5 µs a record, about 50 µs per decision before this cache."""
+
+    def __init__(self, remember: int = 65_536) -> None:
+        self._remember = remember
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            partition: int = DefaultPartitioner()(key, all_partitions, available)
+            return partition
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self._remember:
+                del self._hashes[next(iter(self._hashes))]  # the oldest key
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
 
 
 def _record(message: Any) -> Record:
@@ -218,6 +241,7 @@ class KafkaTransport:
             linger_ms=self._settings.linger_ms,
             max_batch_size=self._settings.max_batch_size,
             enable_idempotence=self._settings.enable_idempotence,
+            partitioner=KeyPartitioner(),
             **self._client_options("producer"),
         )
         try:

@@ -183,6 +183,20 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Partner-customs exchange (issue 8): exports shared, partner records read, and how
+        # imports quoting a UCR were linked (LINKED, NOT_RECEIVED, NO_EXCHANGE).
+        self.partner_exports = Counter(
+            "swb_partner_exports",
+            "Released exports shared with a partner single window, by destination country",
+            ["country"],
+            registry=r,
+        )
+        self.partner_links = Counter(
+            "swb_partner_links",
+            "Imports quoting a UCR linked to partner export data, by link status",
+            ["status"],
+            registry=r,
+        )
         self.build_info.labels(_version()).set(1)
         self._start_at_zero(agencies)
 

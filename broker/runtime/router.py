@@ -17,21 +17,26 @@ from datetime import datetime
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from broker.core.arrival import is_pre_arrival
 from broker.core.codec import Codec
+from broker.core.declaration import Declaration
 from broker.core.ids import request_id_for
 from broker.core.messages import (
     AgencyRequest,
+    PartnerLink,
     RequestKind,
     RoutingPlan,
     Submission,
     SubmissionKind,
 )
+from broker.core.partner import link_partner_export, shared_with
 from broker.core.routing import information_package, route
 from broker.core.rules import RuleBook
 from broker.core.topics import Topics
 from broker.errors import CodecError, TransportError
 from broker.runtime.dlq import dead_letter
 from broker.runtime.metrics import Metrics
+from broker.runtime.partner_inbox import PartnerInbox
 from broker.runtime.transport import Consumer, Outgoing, Record, TopicPartition, Transport
 
 log = structlog.get_logger("swb.router")
@@ -87,8 +92,12 @@ class RouterService:
         clock: Callable[[], datetime],
         *,
         group_id: str = "swb-router",
+        partner: PartnerInbox | None = None,
     ) -> None:
         self._transport = transport
+        # Partner-customs exchange: which exports are shared, and the partners' export data
+        # customs' package of an import quoting a UCR is linked to (never waited for).
+        self._partner = partner
         self._codec = codec
         self._rules = rules
         self._topics = topics
@@ -224,6 +233,8 @@ class RouterService:
                 trader_id=submission.trader_id,
                 planned_at=submission.received_at,
                 payload_sha256=submission.payload_sha256,
+                submitted_by=submission.submitted_by,
+                received_at=submission.received_at,
             )
             requests = self._withdrawals(submission, previous, keep=set(), why="cancelled")
             return plan, requests
@@ -241,9 +252,19 @@ class RouterService:
             payload_sha256=submission.payload_sha256,
             now=submission.received_at,
         )
-        # model_construct: every value comes from the validated submission and plan.
+        partners = self._partner.countries if self._partner is not None else frozenset()
+        # Audit, pre-arrival and partner exchange: all from the submission, so a re-routed
+        # version gets the same plan.
+        plan = plan.model_copy(
+            update={
+                "submitted_by": submission.submitted_by,
+                "received_at": submission.received_at,
+                "pre_arrival": is_pre_arrival(submission.declaration, submission.received_at),
+                "shared_with": shared_with(submission.declaration, partners),
+            }
+        )
         requests = [
-            AgencyRequest.model_construct(
+            AgencyRequest(
                 request_id=request_id_for(sid, plan.version, r.agency, RequestKind.REVIEW),
                 submission_id=sid,
                 version=plan.version,
@@ -257,9 +278,41 @@ class RouterService:
             )
             for r in plan.agencies
         ]
+        link = self._partner_link(submission.declaration)
+        if link is not None:
+            requests = [
+                r.model_copy(update={"package": r.package.model_copy(update={"partner": link})})
+                if r.agency == "customs" and r.package is not None
+                else r
+                for r in requests
+            ]
         keep = {r.agency for r in plan.agencies}
         requests += self._withdrawals(submission, previous, keep, why="no longer concerned")
         return plan, requests
+
+    def _partner_link(self, declaration: Declaration) -> PartnerLink | None:
+        """The partner's export data for an import quoting a UCR, as far as it has arrived:
+        routing never waits for a partner (the link then says NOT_RECEIVED)."""
+        inbox = self._partner
+        if inbox is None or declaration.ucr is None:
+            return None
+        link = link_partner_export(
+            declaration,
+            inbox.lookup(declaration.ucr),
+            inbox.countries,
+            mass_tolerance=inbox.mass_tolerance,
+            value_tolerance=inbox.value_tolerance,
+        )
+        if link is not None:
+            self._metrics.partner_links.labels(link.status.value).inc()
+            log.info(
+                "partner export data linked",
+                ucr=link.ucr,
+                partner=link.partner_country,
+                status=link.status.value,
+                mismatches=len(link.mismatches),
+            )
+        return link
 
     def _withdrawals(
         self,
@@ -303,7 +356,14 @@ class RouterService:
             )
 
     async def _restore(self, assigned: set[TopicPartition]) -> None:
-        """Rebuild the last plan per submission from `sw.routing` for the new partitions."""
+        """Rebuild the last plan per submission from `sw.routing` for the new partitions.
+
+        Under the lock: aiokafka hands out the new partitions before it awaits this callback,
+        so `getmany` may already return their submissions; they must wait for the memory."""
+        async with self._lock:
+            await self._restore_routed(assigned)
+
+    async def _restore_routed(self, assigned: set[TopicPartition]) -> None:
         for tp in sorted(assigned, key=lambda tp: tp.partition):
             for record in await self._transport.read_partition(self._topics.routing, tp.partition):
                 try:

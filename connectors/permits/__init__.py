@@ -13,7 +13,15 @@ agency's principal Read and Write on it.
 from __future__ import annotations
 
 from connectors.permits.agency import PermitAgency, read_permits
-from connectors.permits.config import PERMIT_TYPES, PermitConfig
+from connectors.permits.config import PERMIT_TYPES, PermitConfig, sample_permits
 from connectors.permits.handler import PermitAnswer, settle
 
-__all__ = ["PERMIT_TYPES", "PermitAgency", "PermitAnswer", "PermitConfig", "read_permits", "settle"]
+__all__ = [
+    "PERMIT_TYPES",
+    "PermitAgency",
+    "PermitAnswer",
+    "PermitConfig",
+    "read_permits",
+    "sample_permits",
+    "settle",
+]

@@ -76,6 +76,7 @@ acl --allow-principal User:swb-aggregator --operation Write --topic sw.agency.wi
 acl --allow-principal User:swb-aggregator --operation Read --topic sw.agency.wildlife.responses
 acl --allow-principal User:swb-aggregator --operation Read --topic sw.aggregator.changelog
 acl --allow-principal User:swb-aggregator --operation Write --topic sw.aggregator.changelog
+acl --allow-principal User:swb-aggregator --operation Read --topic sw.arrivals
 acl --allow-principal User:swb-aggregator --operation Write --topic sw.decisions
 acl --allow-principal User:swb-aggregator --operation Write --topic sw.dlq
 acl --allow-principal User:swb-aggregator --operation Read --topic sw.routing
@@ -83,6 +84,8 @@ acl --allow-principal User:swb-gateway --operation Describe --cluster
 acl --allow-principal User:swb-gateway --operation Read --group sw.gateway- --resource-pattern-type prefixed
 acl --allow-principal User:swb-gateway --operation Create --topic sw. --resource-pattern-type prefixed
 acl --allow-principal User:swb-gateway --operation Describe --topic sw. --resource-pattern-type prefixed
+acl --allow-principal User:swb-gateway --operation Read --topic sw.arrivals
+acl --allow-principal User:swb-gateway --operation Write --topic sw.arrivals
 acl --allow-principal User:swb-gateway --operation Read --topic sw.decisions
 acl --allow-principal User:swb-gateway --operation Read --topic sw.gateway.webhooks
 acl --allow-principal User:swb-gateway --operation Write --topic sw.gateway.webhooks

@@ -40,6 +40,8 @@ create() {
 create submissions
 create routing
 create decisions
+# Arrival notices of declarations lodged before the goods arrived (pre-arrival).
+create arrivals
 create dlq --config "retention.ms=$DLQ_RETENTION_MS"
 # The aggregator's state per submission: the last record per key wins, so compact it.
 create aggregator.changelog --config cleanup.policy=compact

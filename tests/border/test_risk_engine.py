@@ -3,6 +3,10 @@ to statuses, explanations, determinism. No broker."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -350,3 +354,46 @@ def test_invalid_profiles_fail_with_the_field_named(text: str, message: str) -> 
 def test_a_missing_profiles_file_is_a_rules_error(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="cannot be read"):
         load_risk_policy(tmp_path / "nope.toml")
+
+
+# --- swb risk -------------------------------------------------------------------------------
+
+
+def swb_executable() -> str:
+    beside = Path(sys.executable).with_name("swb")
+    found = str(beside) if beside.exists() else shutil.which("swb")
+    assert found, "the swb command is not installed: pip install -e '.[dev]'"
+    return found
+
+
+@pytest.mark.e2e
+def test_swb_risk_explains_a_declarations_lane() -> None:
+    sample_file = Path(str(resources.files("broker.samples"))) / "04-hunting-rifle-usa.json"
+    result = subprocess.run(
+        [swb_executable(), "risk", str(sample_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["lane"] == "red"
+    assert answer["profiles"] == ["risk.firearms-and-ammunition"]
+    assert answer["reasons"][0] == "risk lane red: score 65 at or above the red threshold 60"
+
+
+@pytest.mark.e2e
+def test_swb_risk_names_the_field_of_a_bad_profiles_file(tmp_path: Path) -> None:
+    bad = tmp_path / "profiles.toml"
+    bad.write_text("random_selection_rate = 2\n")
+    sample_file = Path(str(resources.files("broker.samples"))) / "04-hunting-rifle-usa.json"
+    result = subprocess.run(
+        [swb_executable(), "risk", str(sample_file), "--profiles", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "random_selection_rate: Input should be less than or equal to 1" in result.stderr

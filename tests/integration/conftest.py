@@ -22,9 +22,9 @@ SpawnSwb = Callable[..., SwbProcess]
 
 
 @pytest_asyncio.fixture
-async def swb() -> AsyncIterator[Callable[[Sequence[str], Mapping[str, str], str], SwbProcess]]:
+async def swb() -> AsyncIterator[SpawnSwb]:
     """Builds `swb` subprocesses (start them with `await p.start()`); any still running at the
-    end of the test is stopped, killed if it will not stop."""
+    end of the test is killed."""
     spawned: list[SwbProcess] = []
 
     def spawn(args: Sequence[str], env: Mapping[str, str], name: str = "swb") -> SwbProcess:

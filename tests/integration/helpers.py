@@ -28,7 +28,6 @@ from broker.core.messages import (
     AgencyStatus,
     Decision,
     DocumentRequest,
-    RoutingPlan,
     Submission,
     SubmissionKind,
 )
@@ -260,10 +259,6 @@ async def requests_by_agency(app: App) -> dict[str, list[AgencyRequest]]:
     return {agency: await read_requests(app, agency) for agency in app.topics.agencies}
 
 
-async def read_dlq(app: App) -> list[Record]:
-    return await read_topic(app.transport, app.topics.dlq)
-
-
 async def locate(transport: Transport, topic: str, value: bytes) -> Record:
     """The record of `topic` holding exactly `value` (to check a dead letter's source)."""
     found = [r for r in await read_topic(transport, topic) if r.value == value]
@@ -483,10 +478,6 @@ def statuses(decision: Decision) -> dict[str, str]:
 
 def content(decision: Decision) -> dict[str, Any]:
     return decision.model_dump(mode="json")
-
-
-def plan_of(app: App, record: Record) -> RoutingPlan:
-    return app.codec.decode(record.value or b"", RoutingPlan)
 
 
 # --- swb subprocesses -----------------------------------------------------------------------

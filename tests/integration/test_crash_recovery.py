@@ -5,26 +5,36 @@ run in the test process and survive the crash.
 The profile never asks for documents and every declaration cites the certificates the
 rules-driven agencies expect, so every submission must reach a final decision without an
 amendment: DOCUMENTS_REQUIRED is not an acceptable resting state here, and no decision may
-even show it."""
+even show it.
+
+Two deterministic tests pin the race the kill test first found: a restarted aggregator (or
+router) must not apply records fetched while it still restores its state."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections import defaultdict
 from typing import Any
 
 import pytest
 from helpers import (
     NO_DOCUMENTS_PROFILE,
+    WAIT_S,
     DecisionWatcher,
     Running,
+    answer,
+    beef_and_rifle,
     kafka_settings,
     new_submission,
     read_topic,
+    respond,
     routed_agencies,
     sample_variations,
     submit,
     swb_env,
+    wait_for_topic,
     wait_until,
 )
 
@@ -34,12 +44,14 @@ from broker.core.messages import (
     AgencyRequest,
     AgencyResponse,
     AgencyState,
+    AgencyStatus,
     Decision,
     Outcome,
     RequestKind,
     RoutingPlan,
     Submission,
 )
+from broker.runtime.transport import Record, Transport
 from connectors.simulated import decide, followup
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
@@ -200,3 +212,118 @@ def last_answer(request: AgencyRequest) -> AgencyResponse:
     """The simulated agency's last word on a request (deterministic, seeded by the request)."""
     first = decide(request, NO_DOCUMENTS_PROFILE)
     return followup(request, first, NO_DOCUMENTS_PROFILE) or first
+
+
+class SlowReads:
+    """The real transport, with `read_partition` (the aggregator's restore) taking its time,
+    as it does over a long changelog."""
+
+    def __init__(self, inner: Transport, delay_s: float) -> None:
+        self._inner = inner
+        self._delay_s = delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def read_partition(self, topic: str, partition: int) -> list[Record]:
+        await asyncio.sleep(self._delay_s)  # the fake's latency, not a wait for a condition
+        return await self._inner.read_partition(topic, partition)
+
+
+async def test_records_wait_for_the_restored_state(app: App) -> None:
+    """aiokafka hands a new member its partitions before it awaits the assignment callback,
+    so records can be fetched while the aggregator still restores its states: they must be
+    applied to the restored state, not to an empty one (that loses the answers before)."""
+    now = now_utc()
+    submission = new_submission(beef_and_rifle("RESTORE-RACE-1"), now=now)
+    sid = submission.submission_id
+    running = Running()
+    decisions = DecisionWatcher(app.transport, app.codec, app.topics)
+    running.start("router", app.router())
+    running.start("decisions", decisions)
+    first = Running()
+    first.start("aggregator 1", app.aggregator())
+    try:
+        await submit(app, submission)
+        await respond(app, answer(sid, "customs", AgencyStatus.CLEARED, at=now))
+        async with asyncio.timeout(WAIT_S):
+            await running.ready()
+            await decisions.wait_latest(
+                sid, lambda d: d.agencies[0].status is AgencyState.CLEARED, "customs", running
+            )
+        await first.stop()  # graceful: its state is saved and its offsets committed
+
+        # The next answer is waiting when a new aggregator joins, restoring slowly.
+        await respond(app, answer(sid, "police", AgencyStatus.CLEARED, at=now))
+        second = Running()
+        slow = dataclasses.replace(app, transport=SlowReads(app.transport, 0.5))
+        second.start("aggregator 2", slow.aggregator())
+        try:
+            async with asyncio.timeout(WAIT_S):
+                decision = await decisions.wait_latest(
+                    sid,
+                    lambda d: (
+                        {"customs", "police"}
+                        <= {line.agency for line in d.agencies if line.status.value == "CLEARED"}
+                    ),
+                    "the restored state plus the waiting answer",
+                    running,
+                )
+        finally:
+            await second.stop()
+    finally:
+        await running.stop()
+
+    assert decision.version == 1 and not decision.final
+    # The last state saved holds the plan and both answers: none was rebuilt from nothing.
+    saved = [
+        json.loads(r.value or b"{}")
+        for r in await read_topic(app.transport, app.topics.aggregator_changelog)
+        if r.key == sid.encode()
+    ]
+    assert saved[-1]["plan"] is not None
+    assert {"customs", "police"} <= set(saved[-1]["answers"])
+
+
+async def test_submissions_wait_for_the_router_memory(app: App) -> None:
+    """The same for the router: an amendment fetched while a new router still rebuilds its
+    memory of what was routed must be routed as an amendment (with withdrawals), not refused
+    as the amendment of a submission never seen."""
+    now = now_utc()
+    original = new_submission(beef_and_rifle("RESTORE-RACE-2"), now=now)
+    sid = original.submission_id
+    first = Running()
+    first.start("router 1", app.router())
+    try:
+        await submit(app, original)
+        async with asyncio.timeout(WAIT_S):
+            await first.ready()
+            await wait_for_topic(
+                app.transport, app.topics.routing, lambda rs: len(rs) == 1, "version 1 routed"
+            )
+    finally:
+        await first.stop()
+
+    amended = beef_and_rifle("RESTORE-RACE-2")
+    amended["items"] = amended["items"][:1]  # no rifle: the police are no longer concerned
+    await submit(app, new_submission(amended, now=now, version=2, submission_id=sid))
+    second = Running()
+    slow = dataclasses.replace(app, transport=SlowReads(app.transport, 0.5))
+    second.start("router 2", slow.router())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            plans = await wait_for_topic(
+                app.transport, app.topics.routing, lambda rs: len(rs) == 2, "version 2 routed"
+            )
+    finally:
+        await second.stop()
+    assert [app.codec.decode(r.value or b"", RoutingPlan).version for r in plans] == [1, 2]
+    police = [
+        app.codec.decode(r.value or b"", AgencyRequest)
+        for r in await read_topic(app.transport, app.topics.requests("police"))
+    ]
+    assert [(r.version, r.kind) for r in police] == [
+        (1, RequestKind.REVIEW),
+        (2, RequestKind.WITHDRAWAL),
+    ]
+    assert await read_topic(app.transport, app.topics.dlq) == []
