@@ -408,11 +408,13 @@ def demo_command(serve: bool, seed: int, samples_dir: Path | None, timeout: floa
 @click.option("--warmup", type=click.IntRange(min=1), default=100, show_default=True,
               help="Declarations decided before measuring, per phase.")
 @click.option("--no-baseline", is_flag=True, help="Measure the full pipeline only.")
+@click.option("--in-memory", is_flag=True, help="The full pipeline on the in-memory transport: "
+              "the broker's own CPU per decision, without Kafka (no baseline).")
 @click.option("--memory-inflight", type=click.IntRange(min=1),
               help="Instead: bytes per in-flight submission in the aggregator, with this "
               "many open against agencies that never answer.")
 def bench_command(count: int, rate: float | None, as_json: bool, partitions: int | None,
-                  workers: int, split: str, warmup: int, no_baseline: bool,
+                  workers: int, split: str, warmup: int, no_baseline: bool, in_memory: bool,
                   memory_inflight: int | None) -> None:
     """Measure the full pipeline against a bare-Kafka baseline in the same run: decisions/s,
     submission-to-final-decision latency, CPU per 1,000 decisions, peak RSS (BENCHMARKS.md)."""
@@ -423,8 +425,10 @@ def bench_command(count: int, rate: float | None, as_json: bool, partitions: int
     roles = tuple(role for role in split.split(",") if role)
     if not set(roles) <= {"router", "aggregator", "agencies"}:
         raise click.UsageError(f"--split takes router, aggregator, agencies; not {split!r}")
+    if in_memory and (workers > 1 or roles):
+        raise click.UsageError("--in-memory runs in one process: no --workers or --split")
     options = BenchOptions(count=count, rate=rate, warmup=warmup, baseline=not no_baseline,
-                           workers=workers, split=roles)
+                           workers=workers, split=roles, in_memory=in_memory)
     _run_async(lambda stopping: run_bench(settings, options, as_json=as_json,
                                           memory_inflight=memory_inflight))
 

@@ -211,6 +211,8 @@ def _print(console: Console, tracked: list[Tracked]) -> None:
             table.add_row(line.agency, flag, routed, line.status.value, notes)
         console.print(table)
         summary = f"  ⇒ [bold]{decision.outcome.value}[/] (final={decision.final})"
+        if decision.release_on_arrival:  # lodged before arrival (Revised Kyoto Convention)
+            summary += "  takes effect on arrival"
         if decision.joint_inspection:
             summary += f"  joint inspection: {', '.join(decision.joint_inspection.agencies)}"
         if decision.documents_required:

@@ -81,6 +81,8 @@ def _throughput_result(
             "linger_ms": settings.kafka.linger_ms,
             "max_batch_size": settings.kafka.max_batch_size,
             "max_poll_records": settings.kafka.max_poll_records,
-            "broker": settings.kafka_bootstrap_servers or "embedded",
+            "broker": "in-memory"
+            if options.in_memory
+            else settings.kafka_bootstrap_servers or "embedded",
         },
     }

@@ -143,11 +143,12 @@ async def _follow(app: App, tracker: Tracker, stopping: asyncio.Event) -> None:
 
 @contextlib.asynccontextmanager
 async def full_pipeline(
-    settings: Settings, tracker: Tracker, roles: Sequence[str] = ROLES
+    settings: Settings, tracker: Tracker, roles: Sequence[str] = ROLES, *, memory: bool = False
 ) -> AsyncIterator[SendBatch]:
     """Run the pipeline (the `roles` of it in this process) and a decision follower; yields
-    the function that submits (key, value) pairs. Stops everything on exit."""
-    async with open_app(settings) as app:
+    the function that submits (key, value) pairs. Stops everything on exit. `memory`: on the
+    in-memory transport, to measure the broker's own CPU without Kafka."""
+    async with open_app(settings, memory=memory) as app:
         services, ready = pipeline_services(app, roles)
         stopping = asyncio.Event()
 

@@ -47,6 +47,9 @@ class BenchOptions:
     workers: int = 1  # processes running the whole pipeline, this one included
     split: tuple[str, ...] = ()  # roles moved out of this process into one more worker
     timeout_s: float | None = None  # per measured phase; None: from count and rate
+    # The full pipeline on the in-memory transport (no broker, no baseline): the broker's
+    # own CPU per decision, steadier than any Kafka number on a shared machine.
+    in_memory: bool = False
 
     def phase_timeout_s(self) -> float:
         if self.timeout_s is not None:
@@ -132,6 +135,17 @@ async def broker_for(settings: Settings) -> AsyncIterator[tuple[Settings, int | 
         )
 
 
+@contextlib.asynccontextmanager
+async def _broker_unless(
+    in_memory: bool, settings: Settings
+) -> AsyncIterator[tuple[Settings, int | None]]:
+    if in_memory:
+        yield settings, None
+        return
+    async with broker_for(settings) as found:
+        yield found
+
+
 def _prefix(kind: str) -> str:
     return f"bench-{uuid.uuid4().hex[:8]}-{kind}"
 
@@ -149,7 +163,7 @@ async def run_phases(
     now = now_utc()
     base_list = bases(rules, codec, now)
     results: dict[str, PhaseResult] = {}
-    phases: list[str] = (["baseline"] if options.baseline else []) + (
+    phases: list[str] = (["baseline"] if options.baseline and not options.in_memory else []) + (
         ["full"] if options.full else []
     )
     for phase in phases:
@@ -157,7 +171,10 @@ async def run_phases(
         workload = build_workload(options.count, base_list, codec, now, tag=f"B{run}")
         warm = build_workload(options.warmup, base_list, codec, now, tag=f"W{run}")
         phase_settings = settings.model_copy(update={"topic_prefix": _prefix(phase)})
-        async with broker_for(phase_settings) as (phase_settings, broker_pid):
+        async with _broker_unless(options.in_memory, phase_settings) as (
+            phase_settings,
+            broker_pid,
+        ):
             tracker = Tracker()
             pipeline: AbstractAsyncContextManager[SendBatch]
             extra: list[Sequence[str]] = []
@@ -171,7 +188,7 @@ async def run_phases(
                 extra = [apart] if apart else []
             else:
                 own = [role for role in ROLES if role not in options.split]
-                pipeline = full_pipeline(phase_settings, tracker, own)
+                pipeline = full_pipeline(phase_settings, tracker, own, memory=options.in_memory)
                 extra = [ROLES] * (options.workers - 1)
                 extra += [options.split] if options.split else []
             async with (

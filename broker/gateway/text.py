@@ -32,8 +32,9 @@ def describe_submission(view: dict[str, Any]) -> str:
         if decision.get("arrived_at"):
             lines.append(f"  goods arrived {decision['arrived_at']}: the decision is in effect")
         if decision.get("shared_with"):
-            lines.append(f"  shared with the single window of {decision['shared_with']} "
-                         "once released")
+            lines.append(
+                f"  shared with the single window of {decision['shared_with']} once released"
+            )
         for doc in decision.get("documents_required") or ():
             lines.append(
                 f"  document required: {doc['type_code']} {doc['description']} "

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +27,7 @@ from broker.core.aggregation import (
     step,
 )
 from broker.core.arrival import is_pre_arrival, notice_of_arrival
-from broker.core.codec import Codec
+from broker.core.codec import Codec, SchemaRepository, default_schema_dir
 from broker.core.declaration import Declaration
 from broker.core.messages import (
     AgencyResponse,
@@ -36,6 +38,7 @@ from broker.core.messages import (
     Outcome,
     Requirement,
     RoutingPlan,
+    Submission,
     SubmissionKind,
 )
 
@@ -161,25 +164,20 @@ def test_notice_in_the_future_is_refused_with_a_sentence() -> None:
 
 
 def test_pre_arrival_release_takes_effect_on_arrival() -> None:
-    outputs = run(
-        [
-            PlanReceived(plan("customs", "food")),
-            ResponseReceived(answer("customs", AgencyStatus.CLEARED, 2), "customs"),
-            ResponseReceived(answer("food", AgencyStatus.CLEARED, 3), "food"),
-        ]
-    )
-    released = decisions(outputs)[-1]
-    assert released.outcome is Outcome.RELEASED and released.final
-    assert released.release_on_arrival and released.arrived_at is None
-    assert released.submitted_by == TRADER and released.received_at == at(0)
-
     state = new_state(SID)
+    outputs: list[Output] = []
     for event in [
         PlanReceived(plan("customs", "food")),
         ResponseReceived(answer("customs", AgencyStatus.CLEARED, 2), "customs"),
         ResponseReceived(answer("food", AgencyStatus.CLEARED, 3), "food"),
     ]:
-        state, _ = step(state, event, at(0))
+        state, out = step(state, event, at(0))
+        outputs += out
+    released = decisions(outputs)[-1]
+    assert released.outcome is Outcome.RELEASED and released.final
+    assert released.release_on_arrival and released.arrived_at is None
+    assert released.submitted_by == TRADER and released.received_at == at(0)
+
     state, out = step(state, ArrivalNoticed(notice(50, received=51)), at(0))
     (issued,) = [o for o in out if isinstance(o, DecisionIssued)]
     assert issued.on_arrival  # the version was final already: a re-issue, not a new decision
@@ -296,3 +294,53 @@ def test_new_fields_round_trip_and_old_readers_data_defaults() -> None:
     )
     old = RoutingPlan.model_validate(record)
     assert not old.pre_arrival and old.received_at is None and old.submitted_by is None
+
+
+# --- schema evolution: the new fields have defaults ----------------------------------------
+
+#: Every field issue 8 added to an existing record (the new records are new schemas).
+ADDED = {
+    "Declaration": ("ucr",),
+    "Submission": ("submitted_by",),
+    "InformationPackage": ("ucr", "partner"),
+    "RoutingPlan": ("submitted_by", "received_at", "pre_arrival", "shared_with"),
+    "Decision": ("submitted_by", "received_at", "release_on_arrival", "arrived_at", "shared_with"),
+}
+
+
+def test_data_written_before_the_new_fields_reads_with_their_defaults(tmp_path: Path) -> None:
+    older = tmp_path / "before-issue-8"
+    shutil.copytree(default_schema_dir(), older)
+    for name, fields in ADDED.items():
+        path = older / f"swb.v1.{name}.avsc"
+        schema = json.loads(path.read_text())
+        schema["fields"] = [f for f in schema["fields"] if f["name"] not in fields]
+        path.write_text(json.dumps(schema))
+    old_codec, codec = Codec(SchemaRepository(older)), Codec()
+    state = new_state(SID)
+    state, _ = step(state, PlanReceived(plan("customs")), at(0))
+    decision = build_decision(state)
+    record = decision.model_dump(mode="python", exclude=set(ADDED["Decision"]))
+    data = old_codec.encode_dict("Decision", record)
+    codec.register_writer_schema(old_codec.repository.expanded("Decision"))
+    old = codec.decode(data, Decision)
+    assert old.submitted_by is None and old.received_at is None and old.shared_with is None
+    assert not old.release_on_arrival and old.arrived_at is None
+    assert old.model_dump(exclude=set(ADDED["Decision"])) == record
+
+    beef = sample("02-frozen-beef-argentina")
+    submission = {
+        "submission_id": SID,
+        "version": 1,
+        "kind": "NEW",
+        "trader_id": TRADER,
+        "channel": "kafka",
+        "received_at": at(0),
+        "payload_sha256": "ab" * 32,
+        "declaration": beef.model_dump(mode="python", exclude={"ucr"}),
+        "reason": None,
+    }
+    data = old_codec.encode_dict("Submission", submission)
+    codec.register_writer_schema(old_codec.repository.expanded("Submission"))
+    old_submission = codec.decode(data, Submission)
+    assert old_submission.submitted_by is None and old_submission.declaration == beef
