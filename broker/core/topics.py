@@ -68,10 +68,16 @@ class Topics:
     def all_responses(self) -> list[str]:
         return [self.responses(code) for code in self.agencies]
 
+    @property
+    def webhooks(self) -> str:
+        """Internal: the gateway's webhook registrations, last record per key wins."""
+        return f"{self.prefix}.gateway.webhooks"
+
     def all(self) -> list[str]:
-        """Every topic the broker uses, all with the same partition count."""
+        """Every topic the broker uses, all with the same partition count (the partner
+        exchange topics are per partner country and created by the exchange service)."""
         names = [self.submissions, self.routing, self.decisions, self.dlq, self.arrivals]
-        names.append(self.aggregator_changelog)
+        names += [self.aggregator_changelog, self.permits, self.webhooks]
         for code in self.agencies:
             names += [self.requests(code), self.responses(code)]
         return names

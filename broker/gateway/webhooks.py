@@ -33,7 +33,7 @@ ATTEMPT_HEADER = "Swb-Delivery-Attempt"
 
 
 def webhooks_topic(topics: Topics) -> str:
-    return f"{topics.prefix}.gateway.webhooks"
+    return topics.webhooks
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:

@@ -38,13 +38,19 @@ create() {
 }
 
 create submissions
-create routing
+# The router rebuilds its memory of each submission's last plan from here: compact, so
+# amendments stay possible for as long as the submission lives, not for 7 days.
+create routing --config cleanup.policy=compact
 create decisions
 # Arrival notices of declarations lodged before the goods arrived (pre-arrival).
 create arrivals
 create dlq --config "retention.ms=$DLQ_RETENTION_MS"
 # The aggregator's state per submission: the last record per key wins, so compact it.
 create aggregator.changelog --config cleanup.policy=compact
+# Permits (LPCO) and what was written off them, per permit id: compacted.
+create permits --config cleanup.policy=compact
+# The gateway's webhook registrations, per trader and receiver: compacted.
+create gateway.webhooks --config cleanup.policy=compact
 for agency in $AGENCIES; do
   create "agency.$agency.requests"
   create "agency.$agency.responses"
