@@ -112,9 +112,7 @@ class App:
         """`options` go to AgencyConnector (dead_letters, max_concurrency, ...)."""
         # Half the shutdown budget for in-flight handlers, the rest to publish, commit, close.
         options.setdefault("graceful_timeout_s", self.settings.shutdown_timeout_s / 2)
-        return AgencyConnector(
-            agency, handler, self.transport, self.codec, self.topics, **options
-        )
+        return AgencyConnector(agency, handler, self.transport, self.codec, self.topics, **options)
 
     def rest_bridge(
         self, agency: str, *, http_transport: httpx.AsyncBaseTransport | None = None

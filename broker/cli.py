@@ -75,8 +75,12 @@ def main() -> None:
 
 @main.command("route")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--rules", "rules_file", type=click.Path(exists=True, path_type=Path),
-              help="Rules file (default: SWB_RULES_FILE or the shipped rules).")
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="Rules file (default: SWB_RULES_FILE or the shipped rules).",
+)
 @click.option("--trader", default="demo-trader", show_default=True)
 def route_command(file: Path, rules_file: Path | None, trader: str) -> None:
     """Print the routing plan of a declaration as JSON; sends nothing."""
@@ -108,18 +112,24 @@ def route_command(file: Path, rules_file: Path | None, trader: str) -> None:
 
 
 @main.command("run")
-@click.option("--role", type=click.Choice(["all", "router", "aggregator", "gateway", "partner"]),
-              default="all",
-              show_default=True, help="Run one role to scale it apart in its consumer group "
-              "(partner: share released exports with partner single windows, SWB_PARTNER__*).")
+@click.option(
+    "--role",
+    type=click.Choice(["all", "router", "aggregator", "gateway", "partner"]),
+    default="all",
+    show_default=True,
+    help="Run one role to scale it apart in its consumer group "
+    "(partner: share released exports with partner single windows, SWB_PARTNER__*).",
+)
 @click.option("--partitions", type=int, help="Partitions per topic (SWB_PARTITIONS).")
 def run_command(role: str, partitions: int | None) -> None:
     """Run the broker until SIGTERM/SIGINT (embedded Kafka unless
     SWB_KAFKA_BOOTSTRAP_SERVERS is set)."""
     settings = _settings(partitions=partitions)
     if role == "partner" and not settings.partner.enabled:
-        raise click.UsageError("the partner role needs SWB_PARTNER__COUNTRY and "
-                               "SWB_PARTNER__PARTNERS (partner country -> its topic prefix)")
+        raise click.UsageError(
+            "the partner role needs SWB_PARTNER__COUNTRY and "
+            "SWB_PARTNER__PARTNERS (partner country -> its topic prefix)"
+        )
     configure_logging(settings.log_format, settings.log_level)
 
     async def serve(stopping: asyncio.Event) -> None:
@@ -165,8 +175,9 @@ def _gateway_client(url: str | None, api_key: str) -> Any:
 def _problem_exit(answer: Any) -> None:
     """Print a problem+json answer as sentences; exit 2 when the request was refused."""
     body = answer.body
-    click.echo(f"swb: {body.get('title', 'error')} ({answer.status}): {body.get('detail', '')}",
-               err=True)
+    click.echo(
+        f"swb: {body.get('title', 'error')} ({answer.status}): {body.get('detail', '')}", err=True
+    )
     for error in body.get("errors") or ():
         click.echo(f"  {error.get('field')}: {error.get('message')}", err=True)
     if body.get("rule"):
@@ -175,10 +186,14 @@ def _problem_exit(answer: Any) -> None:
 
 
 _gateway_options = [
-    click.option("--url", envvar="SWB_GATEWAY_URL",
-                 help="Gateway URL (SWB_GATEWAY_URL; default http://SWB_HTTP_HOST:SWB_HTTP_PORT)."),
-    click.option("--api-key", envvar="SWB_API_KEY", required=True,
-                 help="Your API key (SWB_API_KEY)."),
+    click.option(
+        "--url",
+        envvar="SWB_GATEWAY_URL",
+        help="Gateway URL (SWB_GATEWAY_URL; default http://SWB_HTTP_HOST:SWB_HTTP_PORT).",
+    ),
+    click.option(
+        "--api-key", envvar="SWB_API_KEY", required=True, help="Your API key (SWB_API_KEY)."
+    ),
 ]
 
 
@@ -266,18 +281,45 @@ def audit_command(submission_id: str, as_json: bool) -> None:
 @main.command("agency")
 @click.argument("code", type=click.Choice(AGENCY_CODES))
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--latency", type=float, default=0.0, show_default=True,
-              help="Seconds before each first answer.")
-@click.option("--followup", type=float, default=1.0, show_default=True,
-              help="Seconds an inspection or a hold takes.")
-@click.option("--risk", is_flag=True,
-              help="customs only: answer by risk lane (broker/rules/risk_profiles.toml).")
-@click.option("--risk-profiles", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Risk profiles file for --risk (default: the shipped profiles).")
-@click.option("--permits", is_flag=True, help="wildlife, environment or strategic: answer "
-              "from the permit ledger on <prefix>.permits, writing cited permits off.")
-def agency_command(code: str, seed: int, latency: float, followup: float, risk: bool,
-                   risk_profiles: Path | None, permits: bool) -> None:
+@click.option(
+    "--latency",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds before each first answer.",
+)
+@click.option(
+    "--followup",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds an inspection or a hold takes.",
+)
+@click.option(
+    "--risk",
+    is_flag=True,
+    help="customs only: answer by risk lane (broker/rules/risk_profiles.toml).",
+)
+@click.option(
+    "--risk-profiles",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Risk profiles file for --risk (default: the shipped profiles).",
+)
+@click.option(
+    "--permits",
+    is_flag=True,
+    help="wildlife, environment or strategic: answer "
+    "from the permit ledger on <prefix>.permits, writing cited permits off.",
+)
+def agency_command(
+    code: str,
+    seed: int,
+    latency: float,
+    followup: float,
+    risk: bool,
+    risk_profiles: Path | None,
+    permits: bool,
+) -> None:
     """Run a simulated border agency answering its requests topic."""
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
@@ -297,8 +339,12 @@ def agency_command(code: str, seed: int, latency: float, followup: float, risk: 
         profile = SimulationProfile(seed=seed, latency_s=latency, followup_s=followup)
         async with open_app(settings) as app:
             if risk:
-                config = CustomsRiskConfig(seed=seed, policy=load_risk_policy(risk_profiles),
-                                           latency_s=latency, inspection_s=followup)
+                config = CustomsRiskConfig(
+                    seed=seed,
+                    policy=load_risk_policy(risk_profiles),
+                    latency_s=latency,
+                    inspection_s=followup,
+                )
                 service = app.customs_risk_agency(config).run
             elif permits:
                 service = app.permit_agency(code).run
@@ -314,8 +360,12 @@ def agency_command(code: str, seed: int, latency: float, followup: float, risk: 
 
 @main.command("risk")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--profiles", "profiles_file", type=click.Path(exists=True, path_type=Path),
-              help="Risk profiles (default: broker/rules/risk_profiles.toml).")
+@click.option(
+    "--profiles",
+    "profiles_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="Risk profiles (default: broker/rules/risk_profiles.toml).",
+)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--trader", default="demo-trader", show_default=True)
 def risk_command(file: Path, profiles_file: Path | None, seed: int, trader: str) -> None:
@@ -337,19 +387,27 @@ def risk_command(file: Path, profiles_file: Path | None, seed: int, trader: str)
     package = InformationPackage(**{name: getattr(declaration, name) for name in fields})
     submission_id = submission_id_for(trader, declaration.lrn)
     assessment = assess(package, policy, submission_id=submission_id, seed=seed)
-    click.echo(json.dumps({
-        "submission_id": submission_id,
-        "lane": assessment.lane.value,
-        "score": assessment.score,
-        "profiles": [hit.profile.id for hit in assessment.hits],
-        "randomly_selected": assessment.randomly_selected,
-        "reasons": list(assessment.explain()),
-    }, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "submission_id": submission_id,
+                "lane": assessment.lane.value,
+                "score": assessment.score,
+                "profiles": [hit.profile.id for hit in assessment.hits],
+                "randomly_selected": assessment.randomly_selected,
+                "reasons": list(assessment.explain()),
+            },
+            indent=2,
+        )
+    )
 
 
 @main.command("permits")
-@click.option("--agency", type=click.Choice(["wildlife", "environment", "strategic"]),
-              help="Only this agency's permits.")
+@click.option(
+    "--agency",
+    type=click.Choice(["wildlife", "environment", "strategic"]),
+    help="Only this agency's permits.",
+)
 def permits_command(agency: str | None) -> None:
     """Print every permit on <prefix>.permits with what is left of it."""
     settings = _settings()
@@ -381,8 +439,12 @@ def permits_command(agency: str | None) -> None:
 @main.command("demo")
 @click.option("--serve", is_flag=True, help="Keep running after the samples are decided.")
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--samples", "samples_dir", type=click.Path(exists=True, file_okay=False,
-              path_type=Path), help="Folder of declaration JSON files (default: shipped).")
+@click.option(
+    "--samples",
+    "samples_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of declaration JSON files (default: shipped).",
+)
 @click.option("--timeout", type=float, default=90.0, show_default=True)
 def demo_command(serve: bool, seed: int, samples_dir: Path | None, timeout: float) -> None:
     """Run everything embedded with simulated agencies, submit the sample declarations and
@@ -391,31 +453,69 @@ def demo_command(serve: bool, seed: int, samples_dir: Path | None, timeout: floa
     configure_logging(settings.log_format, settings.log_level)
     from broker.demo import run_demo
 
-    _run_async(lambda stopping: run_demo(settings, stopping, seed=seed,
-                                         samples_dir=samples_dir, serve=serve, timeout_s=timeout))
+    _run_async(
+        lambda stopping: run_demo(
+            settings, stopping, seed=seed, samples_dir=samples_dir, serve=serve, timeout_s=timeout
+        )
+    )
 
 
 @main.command("bench")
-@click.option("-n", "count", type=int, default=5000, show_default=True,
-              help="Declarations to submit in each phase.")
+@click.option(
+    "-n",
+    "count",
+    type=int,
+    default=5000,
+    show_default=True,
+    help="Declarations to submit in each phase.",
+)
 @click.option("--rate", type=float, help="Offered declarations per second (default: flat out).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, no progress bar.")
 @click.option("--partitions", type=int, help="Partitions per topic (SWB_PARTITIONS).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes running the full pipeline in its consumer groups (scale-out).")
-@click.option("--split", default="", help="Roles (router,aggregator,agencies) to run in a "
-              "process of their own instead of this one.")
-@click.option("--warmup", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Declarations decided before measuring, per phase.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes running the full pipeline in its consumer groups (scale-out).",
+)
+@click.option(
+    "--split",
+    default="",
+    help="Roles (router,aggregator,agencies) to run in a process of their own instead of this one.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Declarations decided before measuring, per phase.",
+)
 @click.option("--no-baseline", is_flag=True, help="Measure the full pipeline only.")
-@click.option("--in-memory", is_flag=True, help="The full pipeline on the in-memory transport: "
-              "the broker's own CPU per decision, without Kafka (no baseline).")
-@click.option("--memory-inflight", type=click.IntRange(min=1),
-              help="Instead: bytes per in-flight submission in the aggregator, with this "
-              "many open against agencies that never answer.")
-def bench_command(count: int, rate: float | None, as_json: bool, partitions: int | None,
-                  workers: int, split: str, warmup: int, no_baseline: bool, in_memory: bool,
-                  memory_inflight: int | None) -> None:
+@click.option(
+    "--in-memory",
+    is_flag=True,
+    help="The full pipeline on the in-memory transport: "
+    "the broker's own CPU per decision, without Kafka (no baseline).",
+)
+@click.option(
+    "--memory-inflight",
+    type=click.IntRange(min=1),
+    help="Instead: bytes per in-flight submission in the aggregator, with this "
+    "many open against agencies that never answer.",
+)
+def bench_command(
+    count: int,
+    rate: float | None,
+    as_json: bool,
+    partitions: int | None,
+    workers: int,
+    split: str,
+    warmup: int,
+    no_baseline: bool,
+    in_memory: bool,
+    memory_inflight: int | None,
+) -> None:
     """Measure the full pipeline against a bare-Kafka baseline in the same run: decisions/s,
     submission-to-final-decision latency, CPU per 1,000 decisions, peak RSS (BENCHMARKS.md)."""
     from broker.bench import BenchOptions, run_bench
@@ -427,19 +527,40 @@ def bench_command(count: int, rate: float | None, as_json: bool, partitions: int
         raise click.UsageError(f"--split takes router, aggregator, agencies; not {split!r}")
     if in_memory and (workers > 1 or roles):
         raise click.UsageError("--in-memory runs in one process: no --workers or --split")
-    options = BenchOptions(count=count, rate=rate, warmup=warmup, baseline=not no_baseline,
-                           workers=workers, split=roles, in_memory=in_memory)
-    _run_async(lambda stopping: run_bench(settings, options, as_json=as_json,
-                                          memory_inflight=memory_inflight))
+    options = BenchOptions(
+        count=count,
+        rate=rate,
+        warmup=warmup,
+        baseline=not no_baseline,
+        workers=workers,
+        split=roles,
+        in_memory=in_memory,
+    )
+    _run_async(
+        lambda stopping: run_bench(
+            settings, options, as_json=as_json, memory_inflight=memory_inflight
+        )
+    )
 
 
 @main.command("top")
-@click.option("--url", help="Metrics endpoint to read (default: SWB_METRICS_PORT on this host, "
-              "else the gateway's /metrics on SWB_HTTP_PORT).")
-@click.option("--interval", type=float, default=2.0, show_default=True,
-              help="Seconds between refreshes; rates cover one interval.")
-@click.option("--once", is_flag=True, help="Print one frame (two scrapes an interval apart) "
-              "and exit: for scripts and tests.")
+@click.option(
+    "--url",
+    help="Metrics endpoint to read (default: SWB_METRICS_PORT on this host, "
+    "else the gateway's /metrics on SWB_HTTP_PORT).",
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes; rates cover one interval.",
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Print one frame (two scrapes an interval apart) and exit: for scripts and tests.",
+)
 def top_command(url: str | None, interval: float, once: bool) -> None:
     """A live view for operators: throughput, decision latency, in-flight submissions,
     overdue agencies, DLQ and lag, read from a metrics endpoint."""
@@ -450,10 +571,19 @@ def top_command(url: str | None, interval: float, once: bool) -> None:
 
 
 @main.command("asyncapi")
-@click.option("--format", "output_format", type=click.Choice(["json", "yaml"]), default="json",
-              show_default=True)
-@click.option("--server", default="localhost:9092", show_default=True,
-              help="Kafka bootstrap address to publish in the document.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["json", "yaml"]),
+    default="json",
+    show_default=True,
+)
+@click.option(
+    "--server",
+    default="localhost:9092",
+    show_default=True,
+    help="Kafka bootstrap address to publish in the document.",
+)
 def asyncapi_command(output_format: str, server: str) -> None:
     """Print the AsyncAPI 3.0 document of the topics and schemas agencies code against."""
     from broker.asyncapi import asyncapi_document
@@ -484,14 +614,21 @@ def asyncapi_command(output_format: str, server: str) -> None:
 @click.option("--retry-initial", "retry_initial_s", type=float, help="First retry delay, s.")
 @click.option("--retry-max", "retry_max_s", type=float, help="Longest retry delay, s.")
 @click.option("--breaker-failures", type=int, help="Consecutive failures that open the circuit.")
-@click.option("--breaker-reset", "breaker_reset_s", type=float,
-              help="Seconds the circuit stays open before one trial request.")
+@click.option(
+    "--breaker-reset",
+    "breaker_reset_s",
+    type=float,
+    help="Seconds the circuit stays open before one trial request.",
+)
 @click.option("--callback-port", type=int, help="Serve the callback endpoint (0: free port).")
 @click.option("--callback-host", help="Address the callback endpoint listens on.")
 @click.option("--callback-token", help="Bearer token agencies call back with.")
 @click.option("--callback-url", help="Callback URL advertised to the agency.")
-@click.option("--dead-letters/--no-dead-letters", default=None,
-              help="Write refused requests to sw.dlq (off with an agency-only principal).")
+@click.option(
+    "--dead-letters/--no-dead-letters",
+    default=None,
+    help="Write refused requests to sw.dlq (off with an agency-only principal).",
+)
 def bridge_command(code: str, **overrides: Any) -> None:
     """Run the REST bridge of agency CODE: forward its requests to its HTTP endpoint and
     publish its answers (given at once, or later on the callback endpoint)."""
@@ -509,8 +646,10 @@ def bridge_command(code: str, **overrides: Any) -> None:
     if not bridge_settings.url:
         raise click.UsageError("give the agency's endpoint: --url or SWB_BRIDGE__URL")
     if bridge_settings.callback_port is not None and bridge_settings.callback_token is None:
-        raise click.UsageError("the callback endpoint needs --callback-token: without it anyone "
-                               "reaching it could answer as the agency")
+        raise click.UsageError(
+            "the callback endpoint needs --callback-token: without it anyone "
+            "reaching it could answer as the agency"
+        )
     settings = settings.model_copy(update={"bridge": bridge_settings})
     configure_logging(settings.log_format, settings.log_level)
 

@@ -119,13 +119,15 @@ async def run_demo(
 async def _submit_and_follow(
     app: App, samples_dir: Path | None, timeout_s: float, stopping: asyncio.Event
 ) -> list[Tracked]:
-    consumer = await app.transport.consumer(f"swb-demo-{uuid.uuid4().hex[:8]}",
-                                            [app.topics.decisions, app.topics.routing])
+    consumer = await app.transport.consumer(
+        f"swb-demo-{uuid.uuid4().hex[:8]}", [app.topics.decisions, app.topics.routing]
+    )
     try:
         tracked: dict[str, Tracked] = {}
         for path in sample_files(samples_dir):
-            submission = declare(path.read_bytes(), trader_id=TRADER, channel=CHANNEL,
-                                 now=app.clock())
+            submission = declare(
+                path.read_bytes(), trader_id=TRADER, channel=CHANNEL, now=app.clock()
+            )
             tracked[submission.submission_id] = Tracked(path.stem, submission)
         await _send(app, [t.submission for t in tracked.values()])
         with contextlib.suppress(TimeoutError):
@@ -169,16 +171,26 @@ async def _amend_for_documents(app: App, tracked: object) -> None:
         t.amended.add(t.submission.version)
         declaration: Declaration = t.submission.declaration
         added = tuple(
-            AdditionalDocument(type_code=doc.type_code, id=f"{doc.type_code}-{n:04d}",
-                               issuer=f"{doc.agency} authority")
+            AdditionalDocument(
+                type_code=doc.type_code,
+                id=f"{doc.type_code}-{n:04d}",
+                issuer=f"{doc.agency} authority",
+            )
             for n, doc in enumerate(latest.documents_required, start=1)
         )
-        payload = declaration.model_copy(
-            update={"documents": declaration.documents + added}
-        ).model_dump_json().encode()
-        t.submission = declare(payload, trader_id=TRADER, channel=CHANNEL, now=app.clock(),
-                               version=t.submission.version + 1,
-                               submission_id=t.submission.submission_id)
+        payload = (
+            declaration.model_copy(update={"documents": declaration.documents + added})
+            .model_dump_json()
+            .encode()
+        )
+        t.submission = declare(
+            payload,
+            trader_id=TRADER,
+            channel=CHANNEL,
+            now=app.clock(),
+            version=t.submission.version + 1,
+            submission_id=t.submission.submission_id,
+        )
         amendments.append(t.submission)
     if amendments:
         await _send(app, amendments)
@@ -204,9 +216,7 @@ def _print(console: Console, tracked: list[Tracked]) -> None:
             notes = "; ".join(line.reasons if line.answered_at else ())
             if line.conditions:
                 notes += " | conditions: " + "; ".join(line.conditions)
-            routed = ", ".join(
-                r for r in _route_reasons(t, line.agency)
-            )
+            routed = ", ".join(r for r in _route_reasons(t, line.agency))
             flag = "R" if line.requirement.value == "REQUIRED" else "M"
             table.add_row(line.agency, flag, routed, line.status.value, notes)
         console.print(table)

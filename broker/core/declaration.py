@@ -182,9 +182,7 @@ class GoodsItem(Strict):
 class Declaration(Strict):
     """One goods declaration as the trader lodges it (WCO DM Declaration)."""
 
-    lrn: str = Field(
-        min_length=1, max_length=35, description="trader's own reference (WCO DM LRN)"
-    )
+    lrn: str = Field(min_length=1, max_length=35, description="trader's own reference (WCO DM LRN)")
     type: DeclarationType
     procedure_code: str = Field(pattern=r"^[0-9]{4}$", description="customs procedure, e.g. 4000")
     issued_at: Timestamp

@@ -242,9 +242,7 @@ class AggregatorService:
             heapq.heappush(self._deadlines, (deadline, state.submission_id))
         return out
 
-    def _observe_answers(
-        self, state: SubmissionState, before: dict[str, AgencyResponse]
-    ) -> None:
+    def _observe_answers(self, state: SubmissionState, before: dict[str, AgencyResponse]) -> None:
         """Count every answer that became current, including held ones a plan released."""
         if state.plan is None:
             return
