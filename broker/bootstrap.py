@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from broker.core.codec import Codec
 from broker.core.declaration import now_utc
+from broker.core.layout import consumer_group
 from broker.core.rules import RuleBook, load_rules
 from broker.core.topics import Topics
 from broker.runtime.aggregator import AggregatorService
@@ -62,7 +63,11 @@ class App:
     instance: str = field(default="")
     _partner_inbox: PartnerInbox | None = field(default=None, repr=False)
 
-    def router(self, *, group_id: str = "swb-router") -> RouterService:
+    def group(self, role: str, agency: str | None = None) -> str:
+        """The consumer group a role joins (named after the topic prefix, see layout)."""
+        return consumer_group(self.topics, role, agency)[0]
+
+    def router(self, *, group_id: str | None = None) -> RouterService:
         """With partner exchange configured, run `partner_inbox().run` beside it: the
         router links imports to the export data the inbox has read. `group_id`: another
         consumer group, for two single windows sharing one Kafka cluster (as in tests)."""
@@ -73,7 +78,7 @@ class App:
             self.topics,
             self.metrics,
             self.clock,
-            group_id=group_id,
+            group_id=group_id or self.group("router"),
             partner=self.partner_inbox() if self.settings.partner.enabled else None,
         )
 
@@ -85,7 +90,7 @@ class App:
             )
         return self._partner_inbox
 
-    def partner_exchange(self, *, group_id: str = "swb-partner-exchange") -> PartnerExchangeService:
+    def partner_exchange(self, *, group_id: str | None = None) -> PartnerExchangeService:
         """Shares released exports with the partner single windows (settings.partner)."""
         return PartnerExchangeService(
             self.transport,
@@ -94,17 +99,17 @@ class App:
             self.settings.partner,
             self.metrics,
             partitions=self.settings.partitions,
-            group_id=group_id,
+            group_id=group_id or self.group("partner-exchange"),
         )
 
-    def aggregator(self, *, group_id: str = "swb-aggregator") -> AggregatorService:
+    def aggregator(self, *, group_id: str | None = None) -> AggregatorService:
         return AggregatorService(
             self.transport,
             self.codec,
             self.topics,
             self.metrics,
             self.clock,
-            group_id=group_id,
+            group_id=group_id or self.group("aggregator"),
             deadline_check_interval_s=self.settings.deadline_check_interval_s,
         )
 
@@ -112,6 +117,7 @@ class App:
         """`options` go to AgencyConnector (dead_letters, max_concurrency, ...)."""
         # Half the shutdown budget for in-flight handlers, the rest to publish, commit, close.
         options.setdefault("graceful_timeout_s", self.settings.shutdown_timeout_s / 2)
+        options.setdefault("group_id", self.group("agency", agency))
         return AgencyConnector(agency, handler, self.transport, self.codec, self.topics, **options)
 
     def rest_bridge(
@@ -132,13 +138,14 @@ class App:
         profile: SimulationProfile,
         agencies: Iterable[str] | None = None,
         *,
-        group_prefix: str = "swb-agency",
+        group_prefix: str | None = None,
     ) -> list[SimulatedAgency]:
-        """`group_prefix`: consumer groups `<prefix>-<code>` (the default is the agencies')."""
+        """`group_prefix`: consumer groups `<prefix>-<code>` (default: the agencies' own)."""
         codes = list(agencies) if agencies is not None else list(self.topics.agencies)
 
         def connector(code: str, handler: Handler) -> AgencyConnector:
-            return self.connector(code, handler, group_id=f"{group_prefix}-{code}")
+            group = f"{group_prefix}-{code}" if group_prefix else self.group("agency", code)
+            return self.connector(code, handler, group_id=group)
 
         return [SimulatedAgency(code, connector, profile) for code in codes]
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 from broker.core.topics import Topics
 
-__all__ = ["AGENCY", "ROLES", "Channel", "channels", "consumer_group", "topic_schemas"]
+__all__ = [
+    "AGENCY",
+    "ROLES",
+    "Channel",
+    "channels",
+    "consumer_group",
+    "group_base",
+    "topic_schemas",
+]
 
 #: Placeholder for the agency code in per-agency channel addresses.
 AGENCY = "{agency}"
@@ -156,13 +164,19 @@ def topic_schemas(topics: Topics) -> dict[str, str]:
     }
 
 
+def group_base(topics: Topics) -> str:
+    """`swb` for the default topic prefix, `swb.<prefix>` otherwise: two single windows
+    sharing one Kafka cluster under different topic prefixes never share a consumer group."""
+    return "swb" if topics.prefix == Topics().prefix else f"swb.{topics.prefix}"
+
+
 def consumer_group(topics: Topics, role: str, agency: str | None = None) -> tuple[str, bool]:
     """The consumer group (name, is-a-prefix) each role joins; the ACLs grant exactly these.
     Gateway replicas each follow the flow in a group of their own, hence a prefix."""
     if role == "agency":
         if agency is None:
             raise ValueError("an agency's group needs the agency code")
-        return f"swb-agency-{agency}", False
+        return f"{group_base(topics)}-agency-{agency}", False
     if role == "gateway":
         return f"{topics.prefix}.gateway-", True
-    return f"swb-{role}", False
+    return f"{group_base(topics)}-{role}", False

@@ -48,6 +48,7 @@ from broker.core.codec import Codec
 from broker.core.messages import AgencyResponse, ArrivalNotice, RoutingPlan
 from broker.core.topics import Topics
 from broker.errors import CodecError
+from broker.runtime.consuming import consume_batches
 from broker.runtime.dlq import dead_letter
 from broker.runtime.metrics import Metrics
 from broker.runtime.transport import Consumer, Outgoing, Record, TopicPartition, Transport
@@ -102,19 +103,16 @@ class AggregatorService:
             on_revoke=self._release,
         )
         self.ready.set()
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._tick_deadlines(stopping))
-                while not stopping.is_set():
-                    records = await consumer.getmany(timeout_ms=100)
-                    if records:
-                        async with self._lock:
-                            # Fetched before a revoke: left, uncommitted, to the new owner.
-                            records = [r for r in records if r.partition in self._owned]
-                            if records:
-                                await self._process(consumer, records)
-        finally:
-            await consumer.stop()
+
+        async def handle(records: list[Record]) -> None:
+            # Fetched before a revoke: left, uncommitted, to the new owner.
+            owned = [r for r in records if r.partition in self._owned]
+            if owned:
+                await self._process(consumer, owned)
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._tick_deadlines(stopping))
+            await consume_batches(consumer, stopping, self._lock, handle)
 
     # --- records ------------------------------------------------------------------------
 

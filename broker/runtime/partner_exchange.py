@@ -31,6 +31,7 @@ from broker.core.messages import Decision, Submission
 from broker.core.partner import export_record, is_final_release, shared_with
 from broker.core.topics import Topics
 from broker.errors import CodecError
+from broker.runtime.consuming import consume_batches
 from broker.runtime.metrics import Metrics
 from broker.runtime.transport import Consumer, Outgoing, Record, TopicPartition, Transport
 from broker.settings import PartnerSettings
@@ -95,14 +96,9 @@ class PartnerExchangeService:
             on_revoke=self._release,
         )
         self.ready.set()
-        try:
-            while not stopping.is_set():
-                records = await consumer.getmany(timeout_ms=100)
-                if records:
-                    async with self._lock:
-                        await self._process(consumer, records)
-        finally:
-            await consumer.stop()
+        await consume_batches(
+            consumer, stopping, self._lock, lambda records: self._process(consumer, records)
+        )
 
     async def _process(self, consumer: Consumer, records: list[Record]) -> None:
         out: list[Outgoing] = []

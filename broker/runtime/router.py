@@ -34,6 +34,7 @@ from broker.core.routing import information_package, route
 from broker.core.rules import RuleBook
 from broker.core.topics import Topics
 from broker.errors import CodecError, TransportError
+from broker.runtime.consuming import consume_batches
 from broker.runtime.dlq import dead_letter
 from broker.runtime.metrics import Metrics
 from broker.runtime.partner_inbox import PartnerInbox
@@ -118,14 +119,9 @@ class RouterService:
             on_revoke=self._forget,
         )
         self.ready.set()
-        try:
-            while not stopping.is_set():
-                records = await consumer.getmany(timeout_ms=100)
-                if records:
-                    async with self._lock:
-                        await self._process(consumer, records)
-        finally:
-            await consumer.stop()
+        await consume_batches(
+            consumer, stopping, self._lock, lambda records: self._process(consumer, records)
+        )
 
     async def _process(self, consumer: Consumer, records: list[Record]) -> None:
         started = asyncio.get_running_loop().time()
