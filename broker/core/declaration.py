@@ -34,7 +34,10 @@ def _utc_millis(value: datetime) -> datetime:
     """Avro timestamp-millis keeps milliseconds in UTC; normalise so round trips are exact."""
     if value.tzinfo is None:
         raise ValueError("timestamp must include a time zone, e.g. 2026-11-30T08:00:00Z")
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("timestamp is out of range once converted to UTC") from exc
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 

@@ -49,9 +49,11 @@ def generator() -> ModuleType:
 
 
 def own_rights(code: str, prefix: str = "sw") -> set[tuple[str, str, str, str]]:
+    # Groups follow the topic prefix, so two single windows on one cluster never share one.
+    group = f"swb-agency-{code}" if prefix == "sw" else f"swb.{prefix}-agency-{code}"
     return {
         ("topic", f"{prefix}.agency.{code}.requests", "Read", "literal"),
-        ("group", f"swb-agency-{code}", "Read", "literal"),
+        ("group", group, "Read", "literal"),
         ("topic", f"{prefix}.agency.{code}.responses", "Write", "literal"),
     }
 

@@ -197,7 +197,8 @@ async def _check_prometheus(api: PrometheusApi, submitted: int, *, gateway: bool
         return rate is not None and rate > 0
 
     async def lag_measured() -> bool:
-        return bool(await api.query('swb_consumer_lag{group="swb-router"}'))
+        # The router's group follows the topic prefix (swb.<prefix>-router in tests).
+        return bool(await api.query('swb_consumer_lag{group=~"swb.*-router"}'))
 
     await wait_for(decisions_flowing, timeout_s=WAIT_S, what="final decisions in Prometheus")
     await wait_for(lag_measured, timeout_s=WAIT_S, what="consumer lag in Prometheus")

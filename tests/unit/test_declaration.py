@@ -143,6 +143,13 @@ def test_timestamp_without_zone_is_rejected() -> None:
     assert messages == ["issued_at: timestamp must include a time zone, e.g. 2026-11-30T08:00:00Z"]
 
 
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_timestamp_outside_the_utc_range_is_rejected_not_an_overflow(stamp: str) -> None:
+    # schemathesis generates such stamps (any date, any offset): astimezone overflowed, a 500.
+    messages = _messages(lambda d: d.update(issued_at=stamp))
+    assert messages == ["issued_at: timestamp is out of range once converted to UTC"]
+
+
 def test_money_with_fractions_of_a_cent_is_rejected() -> None:
     messages = _messages(lambda d: d["items"][0].update(value="126000.005"))
     assert messages == ["items.0.value: Decimal input should have no more than 2 decimal places"]
