@@ -12,7 +12,7 @@ import pytest
 import broker.core
 
 FORBIDDEN_LIBRARIES = ("asyncio", "aiokafka", "fastapi", "starlette", "httpx", "uvicorn", "socket")
-FORBIDDEN_SHELLS = ("broker.runtime", "broker.gateway", "broker.cli")
+FORBIDDEN_SHELLS = ("broker.runtime", "broker.gateway", "broker.cli", "broker.commands")
 FORBIDDEN = FORBIDDEN_LIBRARIES + FORBIDDEN_SHELLS
 DYNAMIC_IMPORTERS = {"import_module", "__import__"}
 

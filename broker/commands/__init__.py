@@ -1,0 +1,1 @@
+"""The `swb` subcommands, grouped by who uses them; `broker.cli` assembles them."""
