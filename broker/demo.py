@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.bootstrap import App, open_app
-from broker.core.declaration import AdditionalDocument, Declaration
+from broker.core.declaration import AdditionalDocument
 from broker.core.intake import declare
 from broker.core.messages import Decision, RoutingPlan, Submission
 from broker.runtime.transport import Outgoing
@@ -157,11 +158,11 @@ async def _send(app: App, submissions: list[Submission]) -> None:
     )
 
 
-async def _amend_for_documents(app: App, tracked: object) -> None:
+async def _amend_for_documents(app: App, tracked: Iterable[Tracked]) -> None:
     """A trader answers "documents required" by amending the declaration with them."""
     amendments = []
-    for t in tracked:  # type: ignore[attr-defined]
-        latest: Decision | None = t.latest
+    for t in tracked:
+        latest = t.latest
         if latest is None or latest.final or not latest.documents_required:
             continue
         if t.submission.version in t.amended:
@@ -169,7 +170,8 @@ async def _amend_for_documents(app: App, tracked: object) -> None:
         if any(a.status.value in ("PENDING", "OVERDUE") for a in latest.agencies):
             continue  # wait until every agency has had its say
         t.amended.add(t.submission.version)
-        declaration: Declaration = t.submission.declaration
+        declaration = t.submission.declaration
+        assert declaration is not None  # amendments follow a declaration, never a cancellation
         added = tuple(
             AdditionalDocument(
                 type_code=doc.type_code,

@@ -176,10 +176,6 @@ class SubmissionState(BaseModel):
     def cancelled(self) -> bool:
         return self.plan is not None and self.plan.kind is SubmissionKind.CANCELLATION
 
-    @property
-    def finished(self) -> bool:
-        return self.final
-
     def next_deadline(self) -> datetime | None:
         """When the next agency becomes overdue, if the decision is still open."""
         if self.plan is None or self.final:
@@ -418,7 +414,9 @@ def build_decision(state: SubmissionState) -> Decision:
     if state.cancelled:
         outcome, final = Outcome.CANCELLED, True
     else:
-        outcome = max((_RANK[line.status] for line in concerned), default=_RANK_RELEASED)[1]
+        outcome = max(
+            (_RANK[line.status] for line in concerned), default=_RANK[AgencyState.CLEARED]
+        )[1]
         final = outcome is Outcome.REJECTED or all(
             line.status in _TERMINAL_STATES for line in concerned
         )
@@ -463,9 +461,6 @@ def build_decision(state: SubmissionState) -> Decision:
     # Not yet shared with anyone: set the id in place rather than copy the decision.
     decision.__dict__["decision_id"] = hashlib.sha256(content).hexdigest()[:32]
     return decision
-
-
-_RANK_RELEASED = (1, Outcome.RELEASED)
 
 
 def _arrival_of(

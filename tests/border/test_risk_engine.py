@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from customs_package import package_of
 
 from broker.core.declaration import AdditionalDocument, AeoStatus, Declaration
 from broker.core.messages import (
@@ -39,26 +40,6 @@ POLICY = load_risk_policy()
 def sample(name: str) -> Declaration:
     path = Path(str(resources.files("broker.samples"))) / f"{name}.json"
     return Declaration.model_validate_json(path.read_bytes())
-
-
-def package_of(declaration: Declaration) -> InformationPackage:
-    """Customs' package: every header field and every item (its rules grant them all)."""
-    return InformationPackage(
-        lrn=declaration.lrn,
-        type=declaration.type,
-        procedure_code=declaration.procedure_code,
-        issued_at=declaration.issued_at,
-        customs_office=declaration.customs_office,
-        declarant=declaration.declarant,
-        importer=declaration.importer,
-        exporter=declaration.exporter,
-        transport=declaration.transport,
-        export_country=declaration.export_country,
-        destination_country=declaration.destination_country,
-        invoice=declaration.invoice,
-        items=declaration.items,
-        documents=declaration.documents,
-    )
 
 
 def with_aeo(package: InformationPackage, status: AeoStatus) -> InformationPackage:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from customs_package import package_of
 
 from broker.core.declaration import AeoStatus, Declaration, DeclarationType
 from broker.core.messages import InformationPackage
@@ -38,25 +39,6 @@ def samples() -> list[Declaration]:
         Declaration.model_validate_json(path.read_bytes())
         for path in sorted(directory.glob("*.json"))
     ]
-
-
-def package_of(declaration: Declaration) -> InformationPackage:
-    return InformationPackage(
-        lrn=declaration.lrn,
-        type=declaration.type,
-        procedure_code=declaration.procedure_code,
-        issued_at=declaration.issued_at,
-        customs_office=declaration.customs_office,
-        declarant=declaration.declarant,
-        importer=declaration.importer,
-        exporter=declaration.exporter,
-        transport=declaration.transport,
-        export_country=declaration.export_country,
-        destination_country=declaration.destination_country,
-        invoice=declaration.invoice,
-        items=declaration.items,
-        documents=declaration.documents,
-    )
 
 
 def variations(count: int = COUNT, seed: int = SEED) -> list[tuple[str, InformationPackage]]:

@@ -83,6 +83,11 @@ async def test_run_stops_with_the_event_and_stop_is_idempotent() -> None:
                 return False
 
         await wait_for(serving, timeout_s=5, what="the endpoint to serve", poll_s=0.01)
+    port = server.port
     stopping.set()
     await asyncio.wait_for(run, 5)
-    await server.stop()
+    assert run.done() and run.exception() is None
+    await server.stop()  # a second stop is harmless
+    with pytest.raises(OSError):  # nothing listens any more
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
