@@ -4,19 +4,20 @@ aggregator -> final decision), with pre-encoded bytes and no validation, routing
 aggregation: the least work any implementation must do to move these messages.
 
 It is a fair floor, not a slowed one: the same broker, topics, partitions and client settings
-as the pipeline (`KafkaSettings`: linger, batch size, fetch wait, max poll records, range
-assignment, acks=all, the same partitioner), batched the same way (`getmany`, every send
-queued before any is awaited, one commit per batch), one consumer group per hop and per
-agency as in the pipeline, and the same split between processes when the pipeline's agencies
-run apart. Requests and the plan are sent together (the pipeline writes requests first, then
-the plan) and each submission gets one decision (the pipeline re-issues it on every change).
+as the pipeline (`KafkaSettings`: batch size, fetch wait, max poll records, range assignment,
+acks=all, the same partitioner), batched the same way (`getmany`, a batch's records written
+as closed batches by the transport's `send_now`, one commit per batch), one consumer group per
+hop and per agency as in the pipeline, and the same split between processes when the
+pipeline's agencies run apart. Requests and the plan are sent together (the pipeline writes
+requests first, then the plan) and each submission gets one decision (the pipeline issues an
+interim decision per batch that changed it, and the final one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -26,13 +27,14 @@ from broker.bench._driver import SendBatch, Tracker
 from broker.bench._full import ROLES
 from broker.bench._workload import Base
 from broker.core.topics import Topics
-from broker.runtime.kafka import KafkaTransport, KeyPartitioner
+from broker.runtime.kafka import KafkaTransport, KeyPartitioner, send_now
+from broker.runtime.transport import Outgoing
 from broker.settings import Settings
 
 __all__ = ["bare_hops", "bare_pipeline"]
 
-#: What a hop does with one fetched record: queue its sends on the producer, return futures.
-Hop = Callable[[Any], Awaitable[list[asyncio.Future[Any]]]]
+#: What a hop writes for one fetched record.
+Hop = Callable[[Any], list[Outgoing]]
 
 
 def answers_by_agency(bases: Sequence[Base]) -> dict[str, bytes]:
@@ -62,45 +64,42 @@ async def bare_hops(
     # The transport's own client options, so security settings apply here too.
     options = KafkaTransport(settings.kafka_bootstrap_servers, kafka)._client_options
     topics = Topics(settings.topic_prefix)
+    partitioner = KeyPartitioner()
     producer = AIOKafkaProducer(
         acks="all",
         linger_ms=kafka.linger_ms,
         max_batch_size=kafka.max_batch_size,
         enable_idempotence=kafka.enable_idempotence,
-        partitioner=KeyPartitioner(),  # as the transport's producer: a floor, not a handicap
+        partitioner=partitioner,  # as the transport's producer: a floor, not a handicap
         **options("bench-bare-producer"),
     )
     answers = answers_by_agency(bases)
     remaining: dict[bytes, int] = {}
     lookup = base_of or {}
 
-    async def route(message: Any) -> list[asyncio.Future[Any]]:
+    def route(message: Any) -> list[Outgoing]:
         base = bases[lookup[message.key]]
-        futures = [
-            await producer.send(topics.requests(agency), request, key=message.key)
+        out = [
+            Outgoing(topics.requests(agency), request, message.key)
             for agency, request in zip(base.agencies, base.requests, strict=True)
         ]
-        futures.append(await producer.send(topics.routing, base.plan, key=message.key))
-        return futures
+        out.append(Outgoing(topics.routing, base.plan, message.key))
+        return out
 
     def answer(agency: str) -> Hop:
         response = answers.get(agency, b"")
+        return lambda message: [Outgoing(topics.responses(agency), response, message.key)]
 
-        async def hop(message: Any) -> list[asyncio.Future[Any]]:
-            return [await producer.send(topics.responses(agency), response, key=message.key)]
-
-        return hop
-
-    async def aggregate(message: Any) -> list[asyncio.Future[Any]]:
+    def aggregate(message: Any) -> list[Outgoing]:
         key = message.key
         base = bases[lookup[key]]
         left = remaining.get(key, 1 + len(base.agencies)) - 1
         remaining[key] = left
         if left:
             return []
-        return [await producer.send(topics.decisions, base.decision, key=key)]
+        return [Outgoing(topics.decisions, base.decision, key)]
 
-    async def follow(message: Any) -> list[asyncio.Future[Any]]:
+    def follow(message: Any) -> list[Outgoing]:
         assert tracker is not None
         tracker.decided(message.key)
         return []
@@ -136,18 +135,16 @@ async def bare_hops(
             batches = await consumer.getmany(timeout_ms=100)
             if not batches:
                 continue
-            futures: list[asyncio.Future[Any]] = []
-            for messages in batches.values():
-                for message in messages:
-                    futures += await hop(message)
-            if futures:
-                await asyncio.gather(*futures)
+            out = [o for messages in batches.values() for m in messages for o in hop(m)]
+            if out:
+                await _written(producer, partitioner, out)
             if commits:
                 await consumer.commit()
 
     async def send(items: Sequence[tuple[bytes, bytes]]) -> None:
-        futures = [await producer.send(topics.submissions, v, key=k) for k, v in items]
-        await asyncio.gather(*futures)
+        await _written(
+            producer, partitioner, [Outgoing(topics.submissions, v, k) for k, v in items]
+        )
 
     await producer.start()
     try:
@@ -162,6 +159,16 @@ async def bare_hops(
     finally:
         await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
         await producer.stop()
+
+
+async def _written(
+    producer: AIOKafkaProducer, partitioner: KeyPartitioner, records: Sequence[Outgoing]
+) -> None:
+    """As the transport writes a batch: closed batches, sent at once, acknowledged."""
+    (queued,) = await send_now(producer, partitioner, [records])
+    if isinstance(queued, BaseException):
+        raise queued
+    await asyncio.gather(*queued)
 
 
 @contextlib.asynccontextmanager

@@ -4,6 +4,10 @@ One `SubmissionState` per submission. Events are routing plans, agency responses
 ticks; outputs are decisions to publish, withdrawals to send, and answers refused or not
 counted (for the DLQ, the audit trail and the metrics). The same events in any order give the
 same final decision, and each version gets at most one final decision.
+
+A runtime that handles events in batches may pass `coalesce=True`: a change that leaves the
+decision open then only marks it due, and `settle` issues one interim decision per batch with
+every change in it (a final decision is still issued by the event that makes it final).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from broker.core.messages import (
     AgencyDecision,
@@ -167,6 +171,9 @@ class SubmissionState(BaseModel):
     # The first arrival notice (pre-arrival processing); it outlives amendments: goods arrive
     # once, whatever version is current.
     arrival: ArrivalNotice | None = None
+    # An interim decision changed but was not issued yet (`coalesce`); never saved: `settle`
+    # runs before the state is.
+    _interim_due: bool = PrivateAttr(default=False)
 
     @property
     def version(self) -> int:
@@ -196,9 +203,10 @@ def new_state(submission_id: str) -> SubmissionState:
 
 
 def step(
-    state: SubmissionState, event: Event, now: datetime
+    state: SubmissionState, event: Event, now: datetime, *, coalesce: bool = False
 ) -> tuple[SubmissionState, list[Output]]:
-    """Apply one event. Returns the (same, updated) state and what to emit."""
+    """Apply one event. Returns the (same, updated) state and what to emit. With `coalesce`,
+    an interim decision is left for `settle` (call it before emitting or saving the state)."""
     match event:
         case PlanReceived(plan):
             outputs = _apply_plan(state, plan)
@@ -208,7 +216,18 @@ def step(
             outputs = _apply_tick(state, now)
         case ArrivalNoticed(notice):
             outputs = _apply_arrival(state, notice)
+    if not coalesce and state._interim_due:
+        outputs += settle(state)
     return state, outputs
+
+
+def settle(state: SubmissionState) -> list[Output]:
+    """The interim decision the coalesced events since the last call left due, if its content
+    changed."""
+    if not state._interim_due:
+        return []
+    state._interim_due = False
+    return _issue(state)
 
 
 def _apply_plan(state: SubmissionState, plan: RoutingPlan) -> list[Output]:
@@ -329,7 +348,18 @@ def _apply_arrival(state: SubmissionState, notice: ArrivalNotice) -> list[Output
 
 
 def _reissue(state: SubmissionState) -> list[Output]:
-    """Publish the decision if its content changed; withdraw work after a rejection."""
+    """Publish the decision if its content changed; withdraw work after a rejection. An open
+    decision is only marked due here (`settle` builds it): building and hashing a decision is
+    the costliest part of an event, and one per batch says as much as one per event."""
+    assert state.plan is not None
+    if not _verdict(state, [_status(state, route) for route in state.plan.agencies])[1]:
+        state._interim_due = True
+        return []
+    state._interim_due = False
+    return _issue(state)
+
+
+def _issue(state: SubmissionState) -> list[Output]:
     decision = build_decision(state)
     if decision.decision_id == state.last_decision_id:
         return []
@@ -383,14 +413,26 @@ def _withdrawals(state: SubmissionState, decision: Decision) -> list[Output]:
 # --- the decision -------------------------------------------------------------------------
 
 
-def agency_line(state: SubmissionState, route: AgencyRoute) -> AgencyDecision:
+def _status(state: SubmissionState, route: AgencyRoute) -> AgencyState:
     answer = state.answers.get(route.agency)
     if answer is not None:
-        status = AgencyState(answer.status.value)
-    elif route.agency in state.overdue:
-        status = AgencyState.OVERDUE
-    else:
-        status = AgencyState.PENDING
+        return AgencyState(answer.status.value)
+    return AgencyState.OVERDUE if route.agency in state.overdue else AgencyState.PENDING
+
+
+def _verdict(state: SubmissionState, statuses: list[AgencyState]) -> tuple[Outcome, bool]:
+    """The coordinated outcome over the agencies' statuses (worst wins), and whether final."""
+    if state.cancelled:
+        return Outcome.CANCELLED, True
+    concerned = [status for status in statuses if status is not AgencyState.NOT_CONCERNED]
+    outcome = max((_RANK[status] for status in concerned), default=_RANK[AgencyState.CLEARED])[1]
+    final = outcome is Outcome.REJECTED or all(status in _TERMINAL_STATES for status in concerned)
+    return outcome, final
+
+
+def agency_line(state: SubmissionState, route: AgencyRoute) -> AgencyDecision:
+    answer = state.answers.get(route.agency)
+    status = _status(state, route)
     # model_construct: every value comes from validated models, so validation would only
     # copy them (a decision is built on every event: this is the aggregator's hot path).
     return AgencyDecision.model_construct(
@@ -410,16 +452,7 @@ def build_decision(state: SubmissionState) -> Decision:
     plan = state.plan
     assert plan is not None, "a decision needs a routing plan"
     lines = tuple(agency_line(state, route) for route in plan.agencies)
-    concerned = [line for line in lines if line.status is not AgencyState.NOT_CONCERNED]
-    if state.cancelled:
-        outcome, final = Outcome.CANCELLED, True
-    else:
-        outcome = max(
-            (_RANK[line.status] for line in concerned), default=_RANK[AgencyState.CLEARED]
-        )[1]
-        final = outcome is Outcome.REJECTED or all(
-            line.status in _TERMINAL_STATES for line in concerned
-        )
+    outcome, final = _verdict(state, [line.status for line in lines])
     inspecting = tuple(line.agency for line in lines if line.status is AgencyState.INSPECTION)
     documents = tuple(
         RequiredDocument(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from broker.core.declaration import Declaration, GoodsItem
+from broker.core.declaration import Declaration
 from broker.core.messages import (
     AgencyRoute,
     InformationPackage,
@@ -18,76 +18,46 @@ from broker.core.messages import (
     RoutingPlan,
     SubmissionKind,
 )
-from broker.core.rules import AgencyRules, RuleBook, Trigger
+from broker.core.rules import RuleBook, Trigger
 
 __all__ = ["explain_plan", "information_package", "route", "selected_items"]
 
 
-def _item_matches(trigger: Trigger, item: GoodsItem, header_documents: frozenset[str]) -> bool:
-    """Every item condition of the trigger holds for this goods item."""
-    if trigger.hs_prefixes and not item.hs_code.startswith(trigger.hs_prefixes):
-        return False
-    if trigger.origin_countries and item.origin_country not in trigger.origin_countries:
-        return False
-    if trigger.dangerous_goods or trigger.un_numbers:
-        if item.un_number is None:
-            return False
-        if trigger.un_numbers and item.un_number not in trigger.un_numbers:
-            return False
-    if trigger.cites and not item.cites:
-        return False
-    if trigger.document_types:
-        cited = header_documents | {doc.type_code for doc in item.documents}
-        if cited.isdisjoint(trigger.document_types):
-            return False
-    return True
-
-
 def selected_items(trigger: Trigger, declaration: Declaration) -> tuple[int, ...]:
     """The sequences of the goods items a trigger selects; empty when it does not fire."""
-    every_item = tuple(item.sequence for item in declaration.items)
-    if trigger.all_declarations:
-        return every_item
-    if trigger.procedures and declaration.type not in trigger.procedures:
+    match = trigger.match
+    if not match.header_holds(declaration):
         return ()
-    if (
-        trigger.destination_countries
-        and declaration.destination_country not in trigger.destination_countries
-    ):
-        return ()
-    if not trigger.selects_items:
-        return every_item
+    if not match.selects_items:
+        return tuple(item.sequence for item in declaration.items)
     header_documents = frozenset(doc.type_code for doc in declaration.documents)
     return tuple(
-        item.sequence
-        for item in declaration.items
-        if _item_matches(trigger, item, header_documents)
+        item.sequence for item in declaration.items if match.item_holds(item, header_documents)
     )
 
 
-def _agency_route(
-    agency: AgencyRules, declaration: Declaration, now: datetime
-) -> AgencyRoute | None:
-    reasons: list[str] = []
-    sequences: set[int] = set()
-    requirement = Requirement.MAY_BE_REQUIRED
-    for trigger in agency.triggers:
-        selected = selected_items(trigger, declaration)
-        if not selected:
-            continue
-        reasons.append(trigger.id)
-        sequences.update(selected)
-        if trigger.flag is Requirement.REQUIRED:
-            requirement = Requirement.REQUIRED
-    if not reasons:
-        return None
-    return AgencyRoute(
-        agency=agency.code,
-        requirement=requirement,
-        reasons=tuple(reasons),
-        deadline=now + agency.sla,
-        item_sequences=tuple(sorted(sequences)),
-    )
+def _agency_routes(declaration: Declaration, rules: RuleBook, now: datetime) -> list[AgencyRoute]:
+    """One route per agency some trigger fires for. The trigger index finds every trigger's
+    items in one pass over the goods items: what `selected_items` gives trigger by trigger."""
+    index = rules.index
+    selected = index.select(declaration)
+    fired: dict[str, list[int]] = {}  # agency -> its triggers that fired, in routing order
+    for number in sorted(selected):
+        fired.setdefault(index.agency_of[number].code, []).append(number)
+    routes: list[AgencyRoute] = []
+    for code, numbers in fired.items():
+        triggers = [index.triggers[number] for number in numbers]
+        required = any(trigger.flag is Requirement.REQUIRED for trigger in triggers)
+        routes.append(
+            AgencyRoute(
+                agency=code,
+                requirement=Requirement.REQUIRED if required else Requirement.MAY_BE_REQUIRED,
+                reasons=tuple(trigger.id for trigger in triggers),
+                deadline=now + rules.agency(code).sla,
+                item_sequences=tuple(sorted(set().union(*(selected[n] for n in numbers)))),
+            )
+        )
+    return routes
 
 
 def route(
@@ -110,10 +80,7 @@ def route(
     if kind is not SubmissionKind.CANCELLATION:
         if declaration is None:
             raise ValueError(f"a {kind.value} submission needs a declaration to route")
-        for agency in rules.in_order():
-            agency_route = _agency_route(agency, declaration, now)
-            if agency_route is not None:
-                routes.append(agency_route)
+        routes = _agency_routes(declaration, rules, now)
     return RoutingPlan(
         submission_id=submission_id,
         version=version,

@@ -3,7 +3,9 @@
 Reads `sw.routing` and every `sw.agency.<code>.responses` in one consumer group with range
 assignment: the topics are co-partitioned, so a member owns a submission's plan and answers.
 Each batch is handled as: apply events to the pure state machine, save the changed states to
-the changelog, then write decisions, withdrawals and dead letters, then commit. Saving first
+the changelog, then write decisions, withdrawals and dead letters, then commit. Within a batch
+a submission's open (interim) decision is issued once, with every change the batch brought; a
+final decision is issued by the event that makes it final. Saving first
 matters: events from different topics may be replayed in another order after a crash, and a
 rejection makes finality order-dependent, so an effect is only published once the state that
 produced it is durable. A crash before the save replays events onto the last saved state
@@ -42,6 +44,7 @@ from broker.core.aggregation import (
     WithdrawalRequested,
     last_effects,
     new_state,
+    settle,
     step,
 )
 from broker.core.codec import Codec
@@ -144,7 +147,7 @@ class AggregatorService:
                 else:
                     self._count_gauges(state, -1)
                 answers_before = dict(state.answers)
-                state, outputs = step(state, event, now)
+                state, outputs = step(state, event, now, coalesce=True)
                 self._states[sid] = state
                 self._count_gauges(state, +1)
                 self._observe_answers(state, answers_before)
@@ -152,6 +155,10 @@ class AggregatorService:
                 out.extend(self._emit(state, outputs, record, now))
             finally:
                 reset_contextvars(**context)
+        for sid in changed:  # one interim decision per submission per batch, at most
+            state = self._states[sid]
+            out.extend(self._emit(state, settle(state), None, now))
+            self._watch_deadline(state)
         await self._publish(out, changed)
         try:
             await consumer.commit(offsets)
@@ -210,6 +217,7 @@ class AggregatorService:
                     if self._verbose:  # its arguments cost more than the filtered call
                         log.info(
                             "decision issued",
+                            submission_id=state.submission_id,
                             version=decision.version,
                             outcome=decision.outcome.value,
                             final=decision.final,
@@ -235,10 +243,13 @@ class AggregatorService:
                 case AgencyOverdue(_, version, agency):
                     log.warning("agency overdue", version=version, agency=agency)
                     self._metrics.overdue.labels(agency).inc()
+        return out
+
+    def _watch_deadline(self, state: SubmissionState) -> None:
+        """Once per changed state and batch: the heap keeps every entry until its time."""
         deadline = state.next_deadline()
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, state.submission_id))
-        return out
 
     def _observe_answers(self, state: SubmissionState, before: dict[str, AgencyResponse]) -> None:
         """Count every answer that became current, including held ones a plan released."""
@@ -335,6 +346,7 @@ class AggregatorService:
                 changed.add(sid)
                 with structlog.contextvars.bound_contextvars(submission_id=sid):
                     out.extend(self._emit(state, outputs, None, now))
+                self._watch_deadline(state)
         if changed:
             await self._publish(out, changed)
 

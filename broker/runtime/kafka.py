@@ -39,7 +39,7 @@ from broker.runtime.transport import (
 )
 from broker.settings import KafkaSettings
 
-__all__ = ["KafkaTransport", "KeyPartitioner"]
+__all__ = ["KafkaTransport", "KeyPartitioner", "send_now"]
 
 log = structlog.get_logger("swb.transport")
 
@@ -115,38 +115,114 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class _KafkaProducer:
-    """The transport's shared producer; usable once the transport is started."""
+    """The transport's shared producer; usable once the transport is started.
+
+    Group commit: the records of every `send_batch` call waiting while the writer is busy go
+    out together in its next round, as closed batches (`send_now`). Under load many callers
+    (the SDK's per-submission lanes, router and aggregator in one process) share one batch
+    per partition; when quiet, a call is written at once instead of lingering."""
 
     def __init__(self, transport: KafkaTransport) -> None:
         self._transport = transport
+        self._waiting: list[tuple[Sequence[Outgoing], asyncio.Future[list[Any]]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def send_batch(self, records: Sequence[Outgoing]) -> None:
         if not records:
             return
-        producer = self._transport._started_producer()
-        # Queue every record before awaiting any: aiokafka packs them into few batches, and
-        # Tansu's cost per request grows with the number of batches already stored.
-        futures: list[asyncio.Future[Any]] = []
-        failure: BaseException | None = None
+        self._transport._started_producer()
+        queued: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((records, queued))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="swb-kafka-writer")
         try:
-            for record in records:
-                futures.append(
-                    await producer.send(
-                        record.topic,
-                        record.value,
-                        key=record.key,
-                        headers=list(record.headers),
-                    )
-                )
-        except (KafkaError, ValueError, TypeError) as exc:
-            failure = exc
-        # Await what was queued even after a failure, so no error goes unretrieved.
+            futures = await queued
+        except (KafkaError, ValueError, TypeError, AssertionError) as exc:
+            raise TransportError(f"Kafka: could not write {len(records)} records: {exc!r}") from exc
         results = await asyncio.gather(*futures, return_exceptions=True)
-        failure = failure or next((r for r in results if isinstance(r, BaseException)), None)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             raise TransportError(
                 f"Kafka: could not write {len(records)} records: {failure!r}"
             ) from failure
+
+    async def _write(self) -> None:
+        """Queue what callers left, round after round, until nothing waits."""
+        while self._waiting:
+            calls, self._waiting = self._waiting, []
+            try:
+                producer = self._transport._started_producer()
+                per_call = await send_now(
+                    producer, self._transport.partitioner, [records for records, _ in calls]
+                )
+            except Exception as exc:  # handed to every caller of the round: none is lost
+                for _, queued in calls:
+                    if not queued.done():
+                        queued.set_exception(exc)
+                continue
+            for (_, queued), futures in zip(calls, per_call, strict=True):
+                if queued.done():  # a caller cancelled meanwhile: its records still go
+                    continue
+                if isinstance(futures, BaseException):
+                    queued.set_exception(futures)
+                else:
+                    queued.set_result(futures)
+
+
+async def send_now(
+    producer: AIOKafkaProducer,
+    partitioner: KeyPartitioner,
+    groups: Sequence[Sequence[Outgoing]],
+) -> list[list[Any] | KafkaError]:
+    """Queue the records of `groups` as closed batches, one per partition (more where one
+    fills up); return, for each group, the delivery futures of the batches holding its records,
+    or why none of its records was queued (a topic without metadata).
+
+    Every caller awaits its whole set before going on (requests before the plan, state before
+    decisions), so lingering for more records would only add latency: up to `linger_ms` per
+    hop, five times per submission. A closed batch goes out at once, and one `append` per
+    record costs far less than `producer.send` (partition lookup and a future per record).
+    Records of one partition keep their order; other batches for it wait their turn."""
+    partitions: dict[str, list[int]] = {}
+    open_batches: dict[tuple[str, int], tuple[Any, set[int]]] = {}
+    futures: list[list[Any]] = [[] for _ in groups]
+    failed: dict[int, KafkaError] = {}
+
+    async def flush(topic: str, partition: int) -> None:
+        batch, owners = open_batches.pop((topic, partition))
+        batch.close()
+        future = await producer.send_batch(batch, topic, partition=partition)
+        for owner in owners:
+            futures[owner].append(future)
+
+    for owner, records in enumerate(groups):
+        try:  # every topic first, so a group is queued whole or not at all
+            for topic in {record.topic for record in records} - partitions.keys():
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+        except KafkaError as exc:
+            failed[owner] = exc
+            continue
+        for record in records:
+            topic = record.topic
+            all_partitions = partitions[topic]
+            partition = partitioner(record.key, all_partitions, all_partitions)
+            headers = list(record.headers)
+            current = open_batches.get((topic, partition))
+            if current is not None and not current[0].append(
+                timestamp=None, key=record.key, value=record.value, headers=headers
+            ):
+                await flush(topic, partition)  # full: send it, this record starts the next
+                current = None
+            if current is None:
+                current = open_batches[topic, partition] = (producer.create_batch(), set())
+                # A batch takes its first record whatever its size (the broker may refuse it).
+                current[0].append(
+                    timestamp=None, key=record.key, value=record.value, headers=headers
+                )
+            current[1].add(owner)
+    for topic, partition in list(open_batches):
+        await flush(topic, partition)
+    return [failed.get(owner, queued) for owner, queued in enumerate(futures)]
 
 
 class _KafkaConsumer:
@@ -227,6 +303,7 @@ class KafkaTransport:
         self._replication_factor = replication_factor
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.partitioner = KeyPartitioner()  # the producer's, and send_now's
         self._shared_producer = _KafkaProducer(self)
         self._consumers: set[_KafkaConsumer] = set()
 
@@ -241,7 +318,7 @@ class KafkaTransport:
             linger_ms=self._settings.linger_ms,
             max_batch_size=self._settings.max_batch_size,
             enable_idempotence=self._settings.enable_idempotence,
-            partitioner=KeyPartitioner(),
+            partitioner=self.partitioner,
             **self._client_options("producer"),
         )
         try:

@@ -5,6 +5,7 @@ SLA; once the endpoint is back, its answer makes the decision."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -34,11 +35,14 @@ class FoodAgencySystem:
     def __init__(self) -> None:
         self.down = True
         self.calls: list[dict[str, Any]] = []
+        self.retried = asyncio.Event()  # set by the second call
         self.app = FastAPI(openapi_url=None)
         self.app.post("/swb/requests")(self.receive)
 
     async def receive(self, request: Request) -> Response:
         self.calls.append({"body": await request.json(), "auth": request.headers.get("x-api-key")})
+        if len(self.calls) >= 2:
+            self.retried.set()
         if self.down:
             return JSONResponse({"detail": "maintenance"}, status_code=503)
         return JSONResponse(
@@ -91,7 +95,8 @@ async def test_failing_endpoint_shows_pending_then_overdue_then_its_answer(
                 sid, lambda d: status_of(d, "food") == "OVERDUE", "with food overdue"
             )
             assert overdue.outcome.value == "PENDING" and not overdue.final
-            assert len(system.calls) >= 2  # retried meanwhile
+            # The bridge retried meanwhile (the overdue decision may come before the retry).
+            await asyncio.wait_for(system.retried.wait(), timeout=10)
 
             system.down = False
             final = await watch.until(sid, lambda d: d.final, "final")

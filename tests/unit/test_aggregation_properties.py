@@ -29,6 +29,7 @@ from broker.core.aggregation import (
     SubmissionState,
     WithdrawalRequested,
     new_state,
+    settle,
     step,
 )
 from broker.core.messages import (
@@ -487,6 +488,52 @@ def test_restart_mid_stream_gives_the_same_decisions(
     assert resumed == straight[cut:]
     assert resumed_state == straight_state
     assert issued(straight)[-1] == (issued(resumed) or issued(straight[:cut]))[-1]
+
+
+# --- (d') batches: interim decisions coalesced ---------------------------------------------
+
+
+def run_in_batches(
+    steps: tuple[Step, ...], cuts: set[int]
+) -> tuple[SubmissionState, list[list[Output]]]:
+    """As the runtime does: `coalesce`, and `settle` at the end of every batch (a batch ends
+    after each step whose index is in `cuts`, and after the last)."""
+    state = new_state(SUBMISSION_ID)
+    per_batch: list[list[Output]] = [[]]
+    for index, item in enumerate(steps):
+        state, outputs = step(state, item.event, item.now, coalesce=True)
+        per_batch[-1] += outputs
+        if index in cuts or index == len(steps) - 1:
+            per_batch[-1] += settle(state)
+            per_batch.append([])
+    return state, per_batch
+
+
+@PROPERTY_SETTINGS
+@given(scenarios(), st.data())
+def test_coalesced_batches_issue_a_subsequence_with_the_same_finals(
+    scenario: Scenario, data: st.DataObject
+) -> None:
+    """Per batch, at most one open decision per version; each decision issued is one the
+    event-by-event run issued, in the same order; the finals, the withdrawals and the last
+    decision are the same."""
+    cuts = data.draw(st.sets(st.integers(0, len(scenario.steps))), label="batch ends")
+    single_state, single = run(scenario.steps)
+    batched_state, batched = run_in_batches(scenario.steps, cuts)
+
+    assert batched_state == single_state
+    every = [d.decision_id for d in issued(single)]
+    some = [d.decision_id for d in issued(batched)]
+    assert some == [i for i in every if i in some], "not a subsequence of the single run's"
+    assert issued(batched)[-1] == issued(single)[-1]
+    finals = [d for d in issued(single) if d.final]
+    assert [d for d in issued(batched) if d.final] == finals
+    withdrawn = [o for outs in single for o in outs if isinstance(o, WithdrawalRequested)]
+    assert [o for outs in batched for o in outs if isinstance(o, WithdrawalRequested)] == withdrawn
+    for outs in batched:
+        open_versions = [d.version for d in issued([outs]) if not d.final]
+        assert len(open_versions) == len(set(open_versions))
+    event(f"decisions: {len(some)} of {len(every)}")
 
 
 # --- (e) at-least-once redelivery ---------------------------------------------------------

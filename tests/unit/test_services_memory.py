@@ -270,10 +270,12 @@ async def test_duplicates_change_nothing(world: World) -> None:
             other.submission_id,
         ]
 
-    # The same answer twice: one decision. Customs' later answer on the same topic is the
-    # barrier.
+    # The same answer twice, the second in a later batch: one decision. Customs' later
+    # answer on the same topic is the barrier.
     cleared = answer(sid, "customs", AgencyStatus.CLEARED)
-    await world.answer(cleared, cleared)
+    await world.answer(cleared)
+    await world.latest(sid, lambda d: statuses(d)["customs"] == "CLEARED", "customs' answer")
+    await world.answer(cleared)
     await world.answer(
         answer(sid, "customs", AgencyStatus.CLEARED_WITH_CONDITIONS, minutes=2, sequence=2)
     )
