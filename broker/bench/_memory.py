@@ -88,15 +88,15 @@ async def measure_memory(
                     [Outgoing(app.topics.routing, value, key=key) for key, value in chunk]
                 )
             deadline = time.monotonic() + 60 + len(records) / 500
-            seen = len(aggregator.states)
-            while len(aggregator.states) < until:
+            seen = aggregator.held
+            while aggregator.held < until:
                 if time.monotonic() > deadline:
                     raise BenchError(
-                        f"memory: the aggregator holds {len(aggregator.states)} of "
+                        f"memory: the aggregator holds {aggregator.held} of "
                         f"{until} submissions after {time.monotonic() - deadline:.0f} s"
                     )
                 await asyncio.sleep(_POLL_S)
-                now = len(aggregator.states)
+                now = aggregator.held
                 if until > _WARM:
                     advance(now - seen)
                 seen = now

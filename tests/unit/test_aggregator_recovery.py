@@ -113,5 +113,7 @@ async def test_decision_saved_but_not_published_is_published_once_on_restore() -
                 for r in await app.transport.read_partition(topics.decisions, 0)
             ]
             assert len(decisions) == 1
-            assert decisions[0].decision_id == again.states["sub-1"].last_decision_id
+            restored = again.state("sub-1")
+            assert restored is not None
+            assert decisions[0].decision_id == restored.last_decision_id
             assert decisions[0].outcome.value == "PENDING"

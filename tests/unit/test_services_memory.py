@@ -247,6 +247,43 @@ async def test_a_submission_is_routed_answered_and_decided(world: World) -> None
     assert [d.final for d in await world.decisions(sid)].count(True) == 1
 
 
+async def test_a_finished_submission_still_takes_late_answers_and_amendments(
+    world: World,
+) -> None:
+    """Finished states are kept as their saved bytes: they come back for the next event."""
+    aggregator = world.app.aggregator()
+    await world.start(world.app.router())
+    await world.start(aggregator)
+    beef = submission("MEM-PARK-1")
+    sid = beef.submission_id
+    await world.submit(beef)
+    await world.answer(*(answer(sid, agency, AgencyStatus.CLEARED) for agency in BEEF))
+    final = await world.latest(sid, lambda d: d.final, "the final decision")
+    assert final.outcome is Outcome.RELEASED
+
+    late = answer(sid, "food", AgencyStatus.REJECTED, minutes=40, sequence=2)
+    await world.answer(late)
+    registry = world.app.metrics.registry
+    labels = {"agency": "food", "reason": "late-after-final"}
+    await world.until(
+        lambda: _counted(registry.get_sample_value("swb_answers_not_counted_total", labels)),
+        "the late answer is kept for audit",
+    )
+    state = aggregator.state(sid)
+    assert state is not None and state.final and late in state.audit
+    assert (await world.decisions(sid))[-1] == final  # the late answer changed nothing
+
+    amended = submission("MEM-PARK-1", version=2, sid=sid, at=T0 + timedelta(hours=1))
+    await world.submit(amended)
+    reopened = await world.latest(sid, lambda d: d.version == 2, "version 2's decision")
+    assert (reopened.outcome, reopened.final) == (Outcome.PENDING, False)
+    assert aggregator.held == 1
+
+
+async def _counted(value: float | None) -> bool:
+    return bool(value)
+
+
 async def test_duplicates_change_nothing(world: World) -> None:
     await world.start(world.app.router())
     await world.start(world.app.aggregator())
@@ -314,7 +351,8 @@ async def test_a_new_aggregator_restores_from_the_changelog_and_fires_overdue_de
     world.clock.advance(minutes=11)
     aggregator = world.app.aggregator()
     await world.start(aggregator)
-    state = aggregator.states[sid]  # restored on assignment, before any record is read
+    state = aggregator.state(sid)  # restored on assignment, before any record is read
+    assert state is not None
     assert set(state.answers) == {"veterinary", "food"}
 
     overdue = await world.latest(
