@@ -18,8 +18,8 @@ class KafkaSettings(BaseModel):
     # Tansu's fetch long-poll sleeps: end-to-end latency follows fetch_max_wait_ms.
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     max_poll_records: int = Field(default=500, ge=1)
-    # Batch produces: Tansu's cost per request grows with the number of stored batches.
-    linger_ms: int = Field(default=5, ge=0)
+    # Records of one write go out as closed batches, one per partition and at once (no
+    # linger: runtime/kafka.py); a batch holds at most this many bytes.
     max_batch_size: int = Field(default=256 * 1024, ge=1024)
     # Tansu cannot do InitProducerId v>0; enable on Apache Kafka if wanted (we dedupe anyway).
     enable_idempotence: bool = False

@@ -78,7 +78,6 @@ def _throughput_result(
             "split": list(options.split),
             "agencies_per_declaration": float(FANOUT),
             "fetch_max_wait_ms": settings.kafka.fetch_max_wait_ms,
-            "linger_ms": settings.kafka.linger_ms,
             "max_batch_size": settings.kafka.max_batch_size,
             "max_poll_records": settings.kafka.max_poll_records,
             "broker": "in-memory"

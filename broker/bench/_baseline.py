@@ -67,7 +67,6 @@ async def bare_hops(
     partitioner = KeyPartitioner()
     producer = AIOKafkaProducer(
         acks="all",
-        linger_ms=kafka.linger_ms,
         max_batch_size=kafka.max_batch_size,
         enable_idempotence=kafka.enable_idempotence,
         partitioner=partitioner,  # as the transport's producer: a floor, not a handicap

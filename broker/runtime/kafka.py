@@ -179,7 +179,7 @@ async def send_now(
     or why none of its records was queued (a topic without metadata).
 
     Every caller awaits its whole set before going on (requests before the plan, state before
-    decisions), so lingering for more records would only add latency: up to `linger_ms` per
+    decisions), so lingering for more records would only add latency: up to the linger per
     hop, five times per submission. A closed batch goes out at once, and one `append` per
     record costs far less than `producer.send` (partition lookup and a future per record).
     Records of one partition keep their order; other batches for it wait their turn."""
@@ -315,7 +315,6 @@ class KafkaTransport:
         admin = AIOKafkaAdminClient(**self._client_options("admin"))
         producer = AIOKafkaProducer(
             acks="all",
-            linger_ms=self._settings.linger_ms,
             max_batch_size=self._settings.max_batch_size,
             enable_idempotence=self._settings.enable_idempotence,
             partitioner=self.partitioner,
