@@ -6,8 +6,9 @@ counted (for the DLQ, the audit trail and the metrics). The same events in any o
 same final decision, and each version gets at most one final decision.
 
 A runtime that handles events in batches may pass `coalesce=True`: a change that leaves the
-decision open then only marks it due, and `settle` issues one interim decision per batch with
-every change in it (a final decision is still issued by the event that makes it final).
+decision open is then not issued by the event, and `settle`, called once per batch for every
+state the batch changed, issues one interim decision with every change in it (a final decision
+is still issued by the event that makes it final).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from broker.core.messages import (
     AgencyDecision,
@@ -171,9 +172,6 @@ class SubmissionState(BaseModel):
     # The first arrival notice (pre-arrival processing); it outlives amendments: goods arrive
     # once, whatever version is current.
     arrival: ArrivalNotice | None = None
-    # An interim decision changed but was not issued yet (`coalesce`); never saved: `settle`
-    # runs before the state is.
-    _interim_due: bool = PrivateAttr(default=False)
 
     @property
     def version(self) -> int:
@@ -216,17 +214,16 @@ def step(
             outputs = _apply_tick(state, now)
         case ArrivalNoticed(notice):
             outputs = _apply_arrival(state, notice)
-    if not coalesce and state._interim_due:
+    if not coalesce:
         outputs += settle(state)
     return state, outputs
 
 
 def settle(state: SubmissionState) -> list[Output]:
-    """The interim decision the coalesced events since the last call left due, if its content
-    changed."""
-    if not state._interim_due:
+    """The open decision, if its content changed since the last one issued (nothing when the
+    submission has no plan yet or its version is decided)."""
+    if state.plan is None or state.final:
         return []
-    state._interim_due = False
     return _issue(state)
 
 
@@ -348,14 +345,12 @@ def _apply_arrival(state: SubmissionState, notice: ArrivalNotice) -> list[Output
 
 
 def _reissue(state: SubmissionState) -> list[Output]:
-    """Publish the decision if its content changed; withdraw work after a rejection. An open
-    decision is only marked due here (`settle` builds it): building and hashing a decision is
-    the costliest part of an event, and one per batch says as much as one per event."""
+    """Publish a final decision now, withdrawing work after a rejection; an open one is left to
+    `settle`: building and hashing a decision is the costliest part of an event, and one per
+    batch says as much as one per event."""
     assert state.plan is not None
     if not _verdict(state, [_status(state, route) for route in state.plan.agencies])[1]:
-        state._interim_due = True
         return []
-    state._interim_due = False
     return _issue(state)
 
 
