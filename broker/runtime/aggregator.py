@@ -5,10 +5,10 @@ assignment: the topics are co-partitioned, so a member owns a submission's plan 
 Each batch is handled as: apply events to the pure state machine, save the changed states to
 the changelog, then write decisions, withdrawals and dead letters, then commit. Within a batch
 a submission's open (interim) decision is issued once, with every change the batch brought; a
-final decision is issued by the event that makes it final. Saving first
-matters: events from different topics may be replayed in another order after a crash, and a
-rejection makes finality order-dependent, so an effect is only published once the state that
-produced it is durable. A crash before the save replays events onto the last saved state
+final decision is issued by the event that makes it final. Saving first matters: events from
+different topics may be replayed in another order after a crash, and a rejection makes
+finality order-dependent, so an effect is only published once the state that produced it is
+durable. A crash before the save replays events onto the last saved state
 (nothing of theirs was published); a crash after it is repaired on restore, by publishing the
 last decision of every state whose `decision_id` is missing from `sw.decisions` (rebuilt from
 the state, so the same id and content). SLA deadlines live in the state, so they survive

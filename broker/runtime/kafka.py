@@ -137,7 +137,9 @@ class _KafkaProducer:
             self._writer = asyncio.create_task(self._write(), name="swb-kafka-writer")
         try:
             futures = await queued
-        except (KafkaError, ValueError, TypeError, AssertionError) as exc:
+        except TransportError:
+            raise
+        except Exception as exc:
             raise TransportError(f"Kafka: could not write {len(records)} records: {exc!r}") from exc
         results = await asyncio.gather(*futures, return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -155,10 +157,13 @@ class _KafkaProducer:
                 per_call = await send_now(
                     producer, self._transport.partitioner, [records for records, _ in calls]
                 )
-            except Exception as exc:  # handed to every caller of the round: none is lost
+            except BaseException as exc:  # handed to every caller of the round: none hangs
+                failure = exc if isinstance(exc, Exception) else TransportError("writer stopped")
                 for _, queued in calls:
                     if not queued.done():
-                        queued.set_exception(exc)
+                        queued.set_exception(failure)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: the loop is closing
                 continue
             for (_, queued), futures in zip(calls, per_call, strict=True):
                 if queued.done():  # a caller cancelled meanwhile: its records still go

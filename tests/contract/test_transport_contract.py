@@ -119,6 +119,38 @@ async def test_batch_reads_back_in_order_with_keys_and_headers(
     assert all(len(ps) == 1 for key, ps in partitions_of_key.items() if key is not None)
 
 
+async def test_concurrent_writes_all_land_in_call_order_per_partition(
+    transport: Transport, topic_prefix: str
+) -> None:
+    """Many callers at once (as the SDK's lanes write), some with more bytes than one batch
+    holds: every record lands once, and a partition keeps the order the calls were made in."""
+    topic = f"{topic_prefix}.answers"
+    await transport.create_topics([topic], 2)
+    producer = transport.producer()
+
+    def call(n: int) -> list[Outgoing]:
+        size = 40 * 1024 if n % 10 == 0 else 100  # 8 x 40 KiB: more than a 256 KiB batch
+        return [
+            Outgoing(
+                topic, bytes(size), f"key-{(n + i) % 7}".encode(), (("seq", f"{n}.{i}".encode()),)
+            )
+            for i in range(8)
+        ]
+
+    await asyncio.gather(*(producer.send_batch(call(n)) for n in range(60)))
+
+    landed: list[tuple[int, int]] = []
+    for p in range(2):
+        seqs = [
+            (int(call_no), int(index))
+            for r in await transport.read_partition(topic, p)
+            for call_no, index in [dict(r.headers)["seq"].split(b".")]
+        ]
+        assert seqs == sorted(seqs), "a partition keeps the order of the calls"
+        landed += seqs
+    assert sorted(landed) == [(n, i) for n in range(60) for i in range(8)]
+
+
 async def test_key_picks_the_partition_of_kafkas_default_partitioner(
     transport: Transport, topic_prefix: str
 ) -> None:
