@@ -24,13 +24,13 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from broker.core.codec import Codec
 from broker.core.messages import AgencyRequest, AgencyResponse
 from broker.core.topics import Topics
 from broker.errors import CodecError, TransportError
 from broker.runtime.dlq import dead_letter
+from broker.runtime.logging import RecordContext
 from broker.runtime.transport import Consumer, Outgoing, Record, TopicPartition, Transport
 from connectors.errors import ConnectorError, RequestRefused
 from connectors.offsets import OffsetTracker
@@ -204,30 +204,20 @@ class AgencyConnector:
 
     async def _handle(self, record: Record) -> _Result:
         """The records to write for one request, and its key once handled (none if refused)."""
-        # bind + reset, not bound_contextvars: that one copies the whole context per call.
-        context = dict(
-            bind_contextvars(
-                agency=self.agency,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-        )
-        try:
-            request = parse_request(record, self._codec, self.agency)
-            context.update(
-                bind_contextvars(submission_id=request.submission_id, version=request.version)
-            )
-            key = (request.submission_id, request.version, request.kind.value)
-            if key in self._handled:
-                log.debug("duplicate request skipped", kind=request.kind.value)
-                return (), []
-            responses = await self._call_handler(request)
-            return (key,), [self._answer(request, response) for response in responses]
-        except RequestRefused as exc:
-            return (), self._refuse(record, exc.reason, str(exc))
-        finally:
-            reset_contextvars(**context)
+        with RecordContext(
+            agency=self.agency, topic=record.topic, partition=record.partition, offset=record.offset
+        ) as context:
+            try:
+                request = parse_request(record, self._codec, self.agency)
+                context.bind(submission_id=request.submission_id, version=request.version)
+                key = (request.submission_id, request.version, request.kind.value)
+                if key in self._handled:
+                    log.debug("duplicate request skipped", kind=request.kind.value)
+                    return (), []
+                responses = await self._call_handler(request)
+                return (key,), [self._answer(request, response) for response in responses]
+            except RequestRefused as exc:
+                return (), self._refuse(record, exc.reason, str(exc))
 
     async def _call_handler(self, request: AgencyRequest) -> Sequence[AgencyResponse]:
         """Retry retriable failures with backoff until they succeed or shutdown cancels us."""

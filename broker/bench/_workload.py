@@ -29,17 +29,15 @@ from broker.core.aggregation import (
 )
 from broker.core.codec import Codec
 from broker.core.declaration import Declaration
-from broker.core.ids import request_id_for, submission_id_for
+from broker.core.ids import submission_id_for
 from broker.core.intake import declare
 from broker.core.messages import (
-    AgencyRequest,
     AgencyStatus,
     Decision,
-    RequestKind,
     RoutingPlan,
     Submission,
 )
-from broker.core.routing import information_package, route
+from broker.core.routing import review_request, route
 from broker.core.rules import RuleBook
 from connectors.simulated import EXPECTED_DOCUMENTS, SimulationProfile, decide
 
@@ -171,21 +169,7 @@ def _encoded(
     codec: Codec,
 ) -> Base:
     assert submission.declaration is not None
-    requests = [
-        AgencyRequest(
-            request_id=request_id_for(plan.submission_id, 1, r.agency, RequestKind.REVIEW),
-            submission_id=plan.submission_id,
-            version=1,
-            agency=r.agency,
-            kind=RequestKind.REVIEW,
-            requirement=r.requirement,
-            reasons=r.reasons,
-            deadline=r.deadline,
-            sent_at=plan.planned_at,
-            package=information_package(submission.declaration, r, rules),
-        )
-        for r in plan.agencies
-    ]
+    requests = [review_request(plan, r, submission.declaration, rules) for r in plan.agencies]
     responses = [decide(request, BENCH_PROFILE) for request in requests]
     state, outputs = step(new_state(plan.submission_id), PlanReceived(plan), plan.planned_at)
     for response in responses:

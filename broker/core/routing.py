@@ -11,16 +11,19 @@ from datetime import datetime
 from typing import Any
 
 from broker.core.declaration import Declaration
+from broker.core.ids import request_id_for
 from broker.core.messages import (
+    AgencyRequest,
     AgencyRoute,
     InformationPackage,
+    RequestKind,
     Requirement,
     RoutingPlan,
     SubmissionKind,
 )
 from broker.core.rules import RuleBook, Trigger
 
-__all__ = ["explain_plan", "information_package", "route", "selected_items"]
+__all__ = ["explain_plan", "information_package", "review_request", "route", "selected_items"]
 
 
 def selected_items(trigger: Trigger, declaration: Declaration) -> tuple[int, ...]:
@@ -119,6 +122,26 @@ def information_package(
         items=tuple(item for item in declaration.items if item.sequence in wanted),
         documents=declaration.documents if "documents" in package else (),
         ucr=declaration.ucr if "ucr" in package else None,
+    )
+
+
+def review_request(
+    plan: RoutingPlan, route: AgencyRoute, declaration: Declaration, rules: RuleBook
+) -> AgencyRequest:
+    """Ask one agency of the plan to review its information package, by its deadline."""
+    return AgencyRequest(
+        request_id=request_id_for(
+            plan.submission_id, plan.version, route.agency, RequestKind.REVIEW
+        ),
+        submission_id=plan.submission_id,
+        version=plan.version,
+        agency=route.agency,
+        kind=RequestKind.REVIEW,
+        requirement=route.requirement,
+        reasons=route.reasons,
+        deadline=route.deadline,
+        sent_at=plan.planned_at,
+        package=information_package(declaration, route, rules),
     )
 
 

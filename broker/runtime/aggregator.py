@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import structlog
 from pydantic import BaseModel
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from broker.core.aggregation import (
     AgencyOverdue,
@@ -53,6 +51,7 @@ from broker.core.topics import Topics
 from broker.errors import CodecError
 from broker.runtime.consuming import consume_batches
 from broker.runtime.dlq import dead_letter
+from broker.runtime.logging import RecordContext, info_enabled
 from broker.runtime.metrics import Metrics
 from broker.runtime.transport import Consumer, Outgoing, Record, TopicPartition, Transport
 
@@ -148,21 +147,17 @@ class AggregatorService:
         out: list[Outgoing] = []
         changed: set[str] = set()
         offsets: dict[TopicPartition, int] = {}
-        self._verbose = _info_enabled()
+        self._verbose = info_enabled(log)
         for record in records:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            # bind + reset, not bound_contextvars: that one copies the whole context per call.
-            context = dict(
-                bind_contextvars(
-                    topic=record.topic, partition=record.partition, offset=record.offset
-                )
-            )
-            try:
+            with RecordContext(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ) as context:
                 event = self._event_of(record, out)
                 if event is None:
                     continue
                 sid = _submission_of(event)
-                context.update(bind_contextvars(submission_id=sid))
+                context.bind(submission_id=sid)
                 self._partition_of[sid] = record.partition
                 state = self._state_of(sid)
                 if state is None:
@@ -176,8 +171,6 @@ class AggregatorService:
                 self._observe_answers(state, answers_before)
                 changed.add(sid)
                 out.extend(self._emit(state, outputs, record, now))
-            finally:
-                reset_contextvars(**context)
         for sid in changed:  # one interim decision per submission per batch, at most
             state = self._states[sid]
             out.extend(self._emit(state, settle(state), None, now))
@@ -354,7 +347,7 @@ class AggregatorService:
     async def _fire_deadlines(self, now: datetime) -> None:
         out: list[Outgoing] = []
         changed: set[str] = set()
-        self._verbose = _info_enabled()
+        self._verbose = info_enabled(log)
         while self._deadlines and self._deadlines[0][0] <= now:
             _, sid = heapq.heappop(self._deadlines)
             state = self._states.get(sid)
@@ -365,7 +358,7 @@ class AggregatorService:
             self._count_gauges(state, +1)
             if outputs:
                 changed.add(sid)
-                with structlog.contextvars.bound_contextvars(submission_id=sid):
+                with RecordContext(submission_id=sid):
                     out.extend(self._emit(state, outputs, None, now))
                 self._watch_deadline(state)
         if changed:
@@ -437,12 +430,6 @@ class AggregatorService:
                 self._parked.pop(sid, None)
                 self._partition_of.pop(sid, None)
             self._refresh_gauges()
-
-
-def _info_enabled() -> bool:
-    """Whether INFO lines are logged now (they are not at the usual WARNING of `swb bench`)."""
-    enabled = getattr(log.bind(), "is_enabled_for", None)
-    return True if enabled is None else bool(enabled(logging.INFO))
 
 
 #: One `__pydantic_fields_set__` per model class, shared by the instances the aggregator

@@ -9,13 +9,11 @@ and rebuilds that memory from `sw.routing` itself, whose partitions match its ow
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from broker.core.arrival import is_pre_arrival
 from broker.core.codec import Codec
@@ -30,12 +28,13 @@ from broker.core.messages import (
     SubmissionKind,
 )
 from broker.core.partner import link_partner_export, shared_with
-from broker.core.routing import information_package, route
+from broker.core.routing import review_request, route
 from broker.core.rules import RuleBook
 from broker.core.topics import Topics
 from broker.errors import CodecError, TransportError
 from broker.runtime.consuming import consume_batches
 from broker.runtime.dlq import dead_letter
+from broker.runtime.logging import RecordContext, info_enabled
 from broker.runtime.metrics import Metrics
 from broker.runtime.partner_inbox import PartnerInbox
 from broker.runtime.transport import Consumer, Outgoing, Record, TopicPartition, Transport
@@ -66,12 +65,6 @@ class RoutedVersion:
             deadlines=tuple(r.deadline for r in plan.agencies),
             cancelled=plan.kind is SubmissionKind.CANCELLATION,
         )
-
-
-def _info_enabled() -> bool:
-    """Whether INFO lines are logged now; checked once per batch, not per record."""
-    enabled = getattr(log.bind(), "is_enabled_for", None)
-    return True if enabled is None else bool(enabled(logging.INFO))
 
 
 class Rejected(Exception):
@@ -129,23 +122,15 @@ class RouterService:
         plans: list[Outgoing] = []
         routed: dict[str, RoutedVersion] = {}
         offsets: dict[TopicPartition, int] = {}
-        verbose = _info_enabled()
+        verbose = info_enabled(log)
         for record in records:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            # bind + reset, not bound_contextvars: that one copies the whole context per call.
-            context = dict(
-                bind_contextvars(
-                    topic=record.topic, partition=record.partition, offset=record.offset
-                )
-            )
-            try:
+            with RecordContext(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ) as context:
                 try:
                     submission = self._decode(record)
-                    context.update(
-                        bind_contextvars(
-                            submission_id=submission.submission_id, version=submission.version
-                        )
-                    )
+                    context.bind(submission_id=submission.submission_id, version=submission.version)
                     plan, requests = self._route(submission, routed)
                 except Rejected as exc:
                     log.warning("submission refused", reason=exc.reason, error=str(exc))
@@ -164,8 +149,6 @@ class RouterService:
                 plans.append(Outgoing(self._topics.routing, self._codec.encode(plan), key=key))
                 routed[plan.submission_id] = RoutedVersion.of(plan)
                 self._count(submission, requests, verbose)
-            finally:
-                reset_contextvars(**context)
         producer = self._transport.producer()
         try:
             await producer.send_batch(first)
@@ -260,19 +243,7 @@ class RouterService:
             }
         )
         requests = [
-            AgencyRequest(
-                request_id=request_id_for(sid, plan.version, r.agency, RequestKind.REVIEW),
-                submission_id=sid,
-                version=plan.version,
-                agency=r.agency,
-                kind=RequestKind.REVIEW,
-                requirement=r.requirement,
-                reasons=r.reasons,
-                deadline=r.deadline,
-                sent_at=plan.planned_at,
-                package=information_package(submission.declaration, r, self._rules),
-            )
-            for r in plan.agencies
+            review_request(plan, r, submission.declaration, self._rules) for r in plan.agencies
         ]
         link = self._partner_link(submission.declaration)
         if link is not None:
