@@ -15,6 +15,7 @@ from typing import Annotated, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -50,17 +51,29 @@ HsCode = Annotated[str, AfterValidator(check_hs_code)]
 # Built once: parsing the exponent on every validation was half the cost of the quantize.
 _CENTS = Decimal("0.01")
 _GRAMS = Decimal("0.001")
+
+
+def _not_a_sequence(value: object) -> object:
+    """pydantic hands a list to `Decimal()`, which reads three items as (sign, digits,
+    exponent) and raises a plain ValueError that escapes validation as a crash (found by
+    schemathesis: `"gross_mass_kg": [1, null, [[290]]]`). An amount is a number or a string."""
+    if isinstance(value, list | tuple):
+        raise ValueError("must be a number or a numeric string, not a list")
+    return value
+
 # Avro decimal(18,2) for money and decimal(16,3) for masses: the model refuses what the wire
 # cannot carry exactly and keeps the wire's scale, so a decoded model prints (and hashes) like
 # the original. JSON carries them as strings so no float ever touches them.
 Money = Annotated[
     Decimal,
+    BeforeValidator(_not_a_sequence),
     Field(ge=0, max_digits=18, decimal_places=2),
     AfterValidator(lambda d: d.quantize(_CENTS)),
     PlainSerializer(str, return_type=str, when_used="json"),
 ]
 Mass = Annotated[
     Decimal,
+    BeforeValidator(_not_a_sequence),
     Field(ge=0, max_digits=16, decimal_places=3),
     AfterValidator(lambda d: d.quantize(_GRAMS)),
     PlainSerializer(str, return_type=str, when_used="json"),

@@ -153,3 +153,15 @@ def test_timestamp_outside_the_utc_range_is_rejected_not_an_overflow(stamp: str)
 def test_money_with_fractions_of_a_cent_is_rejected() -> None:
     messages = _messages(lambda d: d["items"][0].update(value="126000.005"))
     assert messages == ["items.0.value: Decimal input should have no more than 2 decimal places"]
+
+
+@pytest.mark.parametrize("amount", [[1, None, [[290]]], [0, [1, 2], -2], []])
+def test_a_list_as_an_amount_is_a_validation_error_not_a_crash(amount: list[Any]) -> None:
+    """Decimal() reads a three-item list as (sign, digits, exponent) and raises a ValueError
+    pydantic does not turn into a validation error (found by schemathesis)."""
+    messages = _messages(lambda d: d["items"][0].update(gross_mass_kg=amount))
+    assert len(messages) == 1
+    assert messages[0].startswith("items.0.gross_mass_kg: ")
+    assert "not a list" in messages[0]
+    money = _messages(lambda d: d["invoice"].update(amount=amount))
+    assert len(money) == 1 and money[0].startswith("invoice.amount: ")
